@@ -1,0 +1,116 @@
+"""The dataset adapter contract and `open_dataset`, which finds a layout and reads it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, DataError, unknown_name
+from .samples import Samples
+
+
+@dataclass
+class Dataset:
+    """A dataset read from one root: its splits and which split plays which role."""
+
+    name: str
+    root: Path | None
+    layout: str
+    classes: tuple[str, ...]
+    splits: dict[str, Samples]
+    train: str = "train"
+    test: str = "test"
+    val: str | None = None
+    combined: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, name: str) -> Samples:
+        if name not in self.splits:
+            raise unknown_name(f"split of {self.name}", name, self.splits)
+        return self.splits[name]
+
+
+class DatasetAdapter:
+    """Reads one dataset in every layout its users have.
+
+    Subclasses set `name`, `layouts` (name → one-line description) and `options`
+    (name → default; the default's type converts strings from the command line),
+    and implement `detect` and `open`.
+    """
+
+    name: str = ""
+    description: str = ""
+    layouts: dict[str, str] = {}
+    options: dict[str, Any] = {}
+    needs_root: bool = True
+
+    def detect(self, root: Path) -> list[str]:
+        """The layouts whose marker files exist under `root`."""
+        raise NotImplementedError
+
+    def open(self, root: Path | None, layout: str, options: dict[str, Any]) -> Dataset:
+        """Read every split; raise DataError naming the file for anything malformed."""
+        raise NotImplementedError
+
+
+def resolve_options(adapter: DatasetAdapter, given: dict[str, Any] | None) -> dict[str, Any]:
+    """The adapter's options with the user's values, converted to each default's type."""
+    out = dict(adapter.options)
+    for key, value in (given or {}).items():
+        key = key.replace("-", "_")
+        if key not in adapter.options:
+            raise unknown_name(f"option of dataset {adapter.name}", key, adapter.options)
+        default = adapter.options[key]
+        out[key] = _convert(adapter.name, key, value, default)
+    return out
+
+
+def _convert(dataset, key, value, default):
+    if not isinstance(value, str) or default is None or isinstance(default, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        return type(default)(value)
+    except ValueError:
+        raise ConfigError(
+            f"option {key}={value!r} of dataset {dataset}: expected {type(default).__name__}"
+        ) from None
+
+
+def open_dataset(adapter: DatasetAdapter, root: str | Path | None, layout: str | None = None,
+                 options: dict[str, Any] | None = None) -> Dataset:
+    """Detect (or check) the layout under `root` and read the dataset."""
+    opts = resolve_options(adapter, options)
+    if layout is not None and layout not in adapter.layouts:
+        raise unknown_name(f"layout of dataset {adapter.name}", layout, adapter.layouts)
+    if adapter.needs_root:
+        if root is None:
+            raise ConfigError(f"dataset {adapter.name} needs --data-root")
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise DataError(root, "data root does not exist or is not a folder")
+        if layout is None:
+            found = adapter.detect(root)
+            if not found:
+                expected = "; ".join(f"{k}: {v}" for k, v in adapter.layouts.items())
+                raise DataError(root, f"no {adapter.name} layout found (expected {expected})")
+            if len(found) > 1:
+                raise DataError(root, f"ambiguous {adapter.name} layout: {', '.join(found)} all "
+                                      f"match; choose one with --layout")
+            layout = found[0]
+    else:
+        root = Path(root).expanduser() if root is not None else None
+        layout = layout or next(iter(adapter.layouts))
+    ds = adapter.open(root, layout, opts)
+    for split_name, samples in ds.splits.items():
+        if len(samples) == 0:
+            raise DataError(root or adapter.name, f"split {split_name!r} is empty")
+    ds.options = opts
+    return ds

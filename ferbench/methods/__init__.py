@@ -1,0 +1,1 @@
+"""Built-in methods, registered through the same hook a plugin uses."""
