@@ -154,3 +154,20 @@ def registry() -> Registry:
     if _REGISTRY is None:
         _REGISTRY = build_registry()
     return _REGISTRY
+
+
+def describe(reg: Registry | None = None) -> dict:
+    """What `ferbench list --json` prints: every provided name and every plugin's state."""
+    reg = reg or registry()
+
+    def rows(table):
+        return [{"name": p.name, "plugin": p.plugin, "version": p.version}
+                for p in table.values()]
+
+    return {
+        "methods": rows(reg.methods), "datasets": rows(reg.datasets),
+        "protocols": rows(reg.protocols),
+        "plugins": [{"name": p.name, "version": p.version, "builtin": p.builtin,
+                     "registered": p.registered, "errors": p.errors}
+                    for p in reg.plugins.values()],
+    }

@@ -45,6 +45,10 @@ class DatasetAdapter:
     layouts: dict[str, str] = {}
     options: dict[str, Any] = {}
     needs_root: bool = True
+    # Grey datasets are cached with one channel (repeated to three on the device).
+    grey: bool = False
+    # Integer codes of the dataset's own label files → canonical names, for users' noise files.
+    native_labels: dict[int, str] | None = None
 
     def detect(self, root: Path) -> list[str]:
         """The layouts whose marker files exist under `root`."""

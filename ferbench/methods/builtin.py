@@ -5,4 +5,6 @@ from ..hookspecs import hookimpl
 
 @hookimpl
 def ferbench_register_methods(register):
-    pass
+    from .baseline import Baseline
+
+    register("baseline", Baseline)

@@ -1,0 +1,204 @@
+"""The command line: parse, call, print. Logic lives in the modules it calls."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from tabulate import tabulate
+
+from .errors import ConfigError, FerbenchError
+
+
+class _Group(click.Group):
+    """Prints a FerbenchError as one line on stderr and exits with 2 (traceback only with --debug)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except FerbenchError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"ferbench: error: {e}", err=True)
+            ctx.exit(2)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("ferbench: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"ferbench: internal error: {type(e).__name__}: {e} "
+                       "(run with --debug for the traceback)", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group)
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="ferbench")
+@click.pass_context
+def cli(ctx, debug):
+    """Benchmark facial expression recognition methods under label noise and ambiguity."""
+    ctx.obj = {"debug": debug}
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_cmd(as_json):
+    """Methods, datasets, protocols, the plugin providing each, and plugins that failed."""
+    from .plugins import describe
+
+    info = describe()
+    if as_json:
+        click.echo(json.dumps(info, indent=1))
+        return
+    for kind in ("methods", "datasets", "protocols"):
+        rows = [(e["name"], e["plugin"], e["version"]) for e in info[kind]]
+        click.echo(f"{kind.capitalize()}:")
+        click.echo(tabulate(rows, headers=["name", "plugin", "version"]) if rows else "  (none)")
+        click.echo()
+    broken = [p for p in info["plugins"] if p["errors"]]
+    if broken:
+        click.echo("Plugin problems:")
+        for p in broken:
+            for err in p["errors"]:
+                click.echo(f"  {p['name']}: {err}")
+
+
+@cli.group()
+def data():
+    """Inspect datasets."""
+
+
+def _parse_options(pairs) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"malformed option {pair!r}: expected KEY=VALUE")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+@data.command("check")
+@click.argument("dataset")
+@click.option("--data-root", type=click.Path(), default=None, help="Folder holding the dataset.")
+@click.option("--layout", default=None, help="Force a layout instead of detecting it.")
+@click.option("--label-order", default=None, help="Order of numeric class folders 0..6.")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A dataset option (repeatable), e.g. -o labels=fer2013new.")
+@click.option("--report", type=click.Path(), default=None, help="Write the full report as JSON.")
+@click.option("--image-size", default=48, show_default=True, help="Cache size for the audit.")
+@click.option("--no-audit", is_flag=True, help="Skip decoding and the duplicate audit.")
+def data_check(dataset, data_root, layout, label_order, options, report, image_size, no_audit):
+    """Layout, counts per split and class, extras, and problems of DATASET."""
+    from .datacheck import check_dataset, write_report
+
+    opts = _parse_options(options)
+    if label_order is not None:
+        opts["label_order"] = label_order
+    info = check_dataset(dataset, data_root, layout, opts, not no_audit, image_size)
+    click.echo(f"{info['dataset']}: layout {info['layout']}"
+               + (f" at {info['root']}" if info["root"] else ""))
+    for note in info["notes"]:
+        click.echo(f"  note: {note}")
+    roles = ", ".join(f"{k}={v}" for k, v in info["roles"].items() if v)
+    click.echo(f"  roles: {roles}")
+    tables = dict(info["splits"])
+    tables.update({f"{k} ({' + '.join(v['splits'])})": v for k, v in info["combined"].items()})
+    headers = ["split"] + info["classes"] + ["total"]
+    rows = [[s] + [v["classes"][c] for c in info["classes"]] + [v["total"]]
+            for s, v in tables.items()]
+    click.echo(tabulate(rows, headers=headers))
+    if info["extras"]:
+        click.echo("extras: " + ", ".join(f"{k} {tuple(v['shape'])} ({v['kind']})"
+                                          for k, v in info["extras"].items()))
+    if "audit" in info:
+        a = info["audit"]
+        click.echo(f"audit: {a['cross_split_images']} images in {a['cross_split_groups']} groups "
+                   f"occur in more than one split; {a['conflicting_images']} identical images "
+                   f"in {a['conflicting_groups']} groups carry conflicting labels; "
+                   f"{a['near_blank']} near-blank images")
+    if report:
+        write_report(info, report)
+        click.echo(f"report written to {report}")
+
+
+@cli.command("run", context_settings={"ignore_unknown_options": False})
+@click.option("--method", "methods", multiple=True, help="Method (repeatable); default: all.")
+@click.option("--dataset", default="synthfer", show_default=True)
+@click.option("--data-root", type=click.Path(), default=None)
+@click.option("--layout", default=None)
+@click.option("--label-order", default=None, help="Order of numeric class folders 0..6.")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A dataset option (repeatable).")
+@click.option("--protocol", "protocols", multiple=True,
+              help="clean, noise30 (any noiseP), noise_file=PATH, cross (repeatable).")
+@click.option("--target", default=None, help="Target dataset of the cross protocol.")
+@click.option("--target-root", type=click.Path(), default=None)
+@click.option("--seeds", default="0", show_default=True, help="Training seeds, e.g. 0,1,2.")
+@click.option("--noise-seed", default=0, show_default=True, type=int)
+@click.option("--preset", type=click.Choice(["paper", "quick"]), default=None,
+              help="Default: quick on synthfer, paper on real datasets.")
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--image-size", type=int, default=None)
+@click.option("--backbone", default=None, help="Any timm model name.")
+@click.option("--weights", type=click.Path(), default=None, help="A local checkpoint file.")
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None)
+@click.option("--out", default="results", show_default=True, type=click.Path())
+@click.option("--resume", is_flag=True, help="Continue interrupted runs from their checkpoint.")
+@click.option("--force", is_flag=True, help="Rerun runs that already have a result.")
+@click.option("--no-leaderboard", is_flag=True)
+@click.argument("overrides", nargs=-1)
+def run_cmd(methods, dataset, data_root, layout, label_order, options, protocols, target,
+            target_root, seeds, noise_seed, preset, epochs, batch_size, image_size, backbone,
+            weights, device, precision, out, resume, force, no_leaderboard, overrides):
+    """Train and evaluate methods under protocols; store one result file per run.
+
+    OVERRIDES are KEY=VALUE settings of the resolved config, e.g. lr=0.01 or
+    engine.eval_every=2.
+    """
+    from .runner import RunRequest, run
+
+    opts = _parse_options(options)
+    if label_order is not None:
+        opts["label_order"] = label_order
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {seeds!r}: expected integers such as 0,1,2") from None
+    flags = {"epochs": epochs, "batch_size": batch_size, "image_size": image_size,
+             "backbone": backbone, "weights": weights, "device": device,
+             "precision": precision}
+    req = RunRequest(methods=list(methods), dataset=dataset, data_root=data_root,
+                     layout=layout, data_options=opts, protocols=list(protocols) or ["clean"],
+                     target=target, target_root=target_root, seeds=seed_list,
+                     noise_seed=noise_seed, preset=preset,
+                     flags={k: v for k, v in flags.items() if v is not None},
+                     overrides=list(overrides), out=out, resume=resume, force=force,
+                     leaderboard=not no_leaderboard)
+    run(req)
+
+
+@cli.command("leaderboard")
+@click.argument("results_dir", default="results", type=click.Path())
+@click.option("--out", default=None, type=click.Path(), help="Folder for the markdown and PNGs.")
+def leaderboard_cmd(results_dir, out):
+    """Markdown tables and PNG plots from stored result files."""
+    from .leaderboard import build_leaderboard
+
+    board = build_leaderboard(results_dir, out)
+    click.echo(f"leaderboard written to {board['markdown']} ({len(board['plots'])} plots)")
+
+
+def main(argv=None):
+    """Console entry point."""
+    return cli.main(args=argv, prog_name="ferbench")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Structured run configs in hydra's ConfigStore, composed with the compose API.
+
+The user never writes hydra: command-line flags and `key=value` overrides
+become compose overrides. A bare key that the method's config has
+(`lr=0.01`) means `method.lr`; dotted keys address any part of the run config.
+Order of precedence: the method's Config defaults < the preset < flags <
+overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from ..errors import ConfigError, unknown_name
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthfer"
+    root: Optional[str] = None
+    layout: Optional[str] = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class ProtocolConfig:
+    noise_seed: int = 0
+    val_fraction: float = 0.0
+    dedup_test: bool = False
+    allow_label_extras: bool = False
+    target: Optional[str] = None
+    target_root: Optional[str] = None
+
+
+@dataclass
+class EngineConfig:
+    device: str = "auto"
+    precision: str = "auto"
+    eval_every: int = 1
+    select: str = "final"        # final | val (test figures of the best validation epoch)
+    threads: int = 0             # 0: torch's default
+    channels_last: str = "auto"  # auto | on | off
+
+
+@dataclass
+class RunConfig:
+    method: Any = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+_OVERRIDE = re.compile(r"^\+?([A-Za-z_][\w.\-]*)=(.*)$", re.S)
+
+
+def _quote(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_quote(v) for v in value) + "]"
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def compose_run(method_name: str, method_cls, preset: str, flags: dict[str, Any],
+                overrides: list[str]) -> DictConfig:
+    """The resolved run config for one method: defaults, preset, flags, then overrides."""
+    from hydra import compose, initialize
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.global_hydra import GlobalHydra
+
+    presets = getattr(method_cls, "presets", {}) or {}
+    if preset not in presets:
+        raise unknown_name(f"preset of method {method_name}", preset, presets or ["quick"])
+    base = OmegaConf.structured(method_cls.Config)
+    try:
+        node = OmegaConf.merge(base, presets[preset])
+    except Exception as e:
+        raise ConfigError(f"preset {preset!r} of method {method_name} does not fit its Config: "
+                          f"{_first_line(e)}") from None
+    cs = ConfigStore.instance()
+    cs.store(name="ferbench_run", node=RunConfig)
+    option = f"{_safe(method_name)}__{preset}"
+    cs.store(group="method", name=option, node=node)
+    method_keys = {f.name for f in dataclasses.fields(method_cls.Config)}
+    ov = [f"+method={option}"]
+    for key, value in flags.items():
+        if value is not None:
+            prefix = "++" if key.startswith("data.options.") else ""
+            ov.append(f"{prefix}{key}={_quote(value)}")
+    for text in overrides:
+        m = _OVERRIDE.match(text)
+        if not m:
+            raise ConfigError(f"malformed override {text!r}: expected KEY=VALUE")
+        key, value = m.groups()
+        if "." not in key:
+            if key in method_keys:
+                key = f"method.{key}"
+            else:
+                raise unknown_name("config key", key, sorted(method_keys)
+                                   + ["data.*", "engine.*", "protocol.*"])
+        # Dataset options are free-form: add or replace ("++"), since none exist by default.
+        prefix = "++" if key.startswith("data.options.") else ""
+        ov.append(f"{prefix}{key}={value}")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize(version_base=None, config_path=None):
+            cfg = compose(config_name="ferbench_run", overrides=ov)
+    except Exception as e:
+        raise ConfigError(f"cannot apply overrides: {_first_line(e)}") from None
+    return cfg
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w]", "_", name)
+
+
+def to_method_config(method_cls, cfg: DictConfig):
+    """The method's Config dataclass instance from the composed config."""
+    values = OmegaConf.to_container(cfg.method, resolve=True)
+    return method_cls.Config(**values)
+
+
+def as_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)

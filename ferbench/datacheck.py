@@ -1,0 +1,64 @@
+"""`ferbench data check`: what a dataset root holds, in the canonical label space, and its flaws."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .datasets.audit import audit
+from .datasets.base import open_dataset
+from .errors import DataError
+from .plugins import registry
+
+
+def check_dataset(name: str, root, layout=None, options=None, do_audit=True,
+                  image_size=48, show_progress=None) -> dict:
+    """Open a dataset and describe it: layout, counts per split and class, extras, problems."""
+    adapter = registry().get("datasets", name)
+    ds = open_dataset(adapter, root, layout, options)
+    splits = {}
+    for split, samples in ds.splits.items():
+        splits[split] = {"total": len(samples), "classes": samples.class_counts()}
+    combined = {}
+    for cname, members in ds.combined.items():
+        counts = {c: sum(splits[m]["classes"][c] for m in members) for c in ds.classes}
+        combined[cname] = {"splits": list(members), "total": sum(counts.values()),
+                           "classes": counts}
+    train = ds.splits[ds.train]
+    extras = {k: {"shape": list(np.shape(v)),
+                  "kind": "label-carrying" if k in train.label_extras else "image-derived"}
+              for k, v in train.extras.items()}
+    out = {
+        "dataset": name, "root": str(ds.root) if ds.root else None, "layout": ds.layout,
+        "options": ds.options, "classes": list(ds.classes),
+        "roles": {"train": ds.train, "val": ds.val, "test": ds.test},
+        "notes": list(ds.notes), "splits": splits, "combined": combined, "extras": extras,
+        "fingerprints": {s: v.fingerprint for s, v in ds.splits.items()},
+    }
+    if do_audit:
+        report = audit(ds, image_size, show_progress=show_progress)
+        out["audit"] = report.summary()
+        out["audit_details"] = {"cross_split": report.cross_split,
+                                "conflicting": report.conflicting,
+                                "near_blank": report.near_blank}
+    return out
+
+
+def write_report(report: dict, path: str | Path) -> None:
+    """Write the report as JSON, atomically (a failed write leaves nothing behind)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise DataError(path.parent, "report folder does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(report, f, indent=1)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise DataError(path, f"cannot write report ({e.strerror})") from None

@@ -1,0 +1,420 @@
+"""The one train/eval loop for every method: seeding, precision, phases, checkpoints, evaluation."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .context import Prefetcher, RunContext, SplitData, _vname
+from .data.augment import apply_view
+from .errors import DataError
+from .method import Method, OptimizerSpec, Phase, PerSample, Prediction
+from .progress import console, progress_bar
+
+
+def split_epochs(total: int, fractions) -> list[int]:
+    """Divide `total` epochs by `fractions` without ever rounding a stage with a share away."""
+    fractions = [float(f) for f in fractions]
+    s = sum(fractions)
+    raw = [total * f / s for f in fractions]
+    out = [max(1 if f > 0 and total >= len(fractions) else 0, int(math.floor(r))) for r, f in
+           zip(raw, fractions)]
+    while sum(out) < total:  # give leftovers to the largest remainders
+        i = max(range(len(raw)), key=lambda j: raw[j] - out[j])
+        out[i] += 1
+    while sum(out) > total:
+        i = max(range(len(out)), key=lambda j: out[j])
+        out[i] -= 1
+    return out
+
+
+def seed_everything(*parts) -> int:
+    seed = int(np.random.SeedSequence([abs(hash_int(p)) for p in parts]).generate_state(1)[0])
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return seed
+
+
+def hash_int(x) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(str(x).encode()).digest()[:4], "little")
+
+
+@dataclass
+class EngineResult:
+    model: torch.nn.Module
+    history: list[dict]
+    test_probs: np.ndarray
+    test_uncertainty: np.ndarray
+    test_members: np.ndarray | None
+    test_extras: dict[str, float]
+    oracle: dict | None
+    selected: dict | None
+    per_sample: dict[str, list]
+    train_probs: np.ndarray | None
+    noise_scores: dict[str, np.ndarray]
+    noise_decisions: np.ndarray | None
+    method_results: dict
+    flops_per_image: float | None
+    params: int
+    wall_time_s: float
+    images_per_s: float
+    resumed_from: int | None = None
+    weights_info: list = field(default_factory=list)
+
+
+class Engine:
+    """Trains `method` on a run's splits and evaluates it every `eval_every` epochs."""
+
+    initial_state = None
+
+    def __init__(self, method: Method, ctx: RunContext, *, seed: int, test_labels: np.ndarray,
+                 val_labels: np.ndarray | None, checkpoint_dir: Path | None, resume: bool,
+                 eval_every: int = 1, select: str = "final", channels_last: bool = False,
+                 show_progress: bool | None = None, max_epochs_this_call: int | None = None):
+        self.method, self.ctx, self.seed = method, ctx, seed
+        self.test_labels, self.val_labels = test_labels, val_labels
+        self.checkpoint_dir, self.resume = checkpoint_dir, resume
+        self.eval_every, self.select = eval_every, select
+        self.channels_last = channels_last
+        self.show_progress = show_progress
+        self.max_epochs_this_call = max_epochs_this_call  # tests: simulate an interruption
+
+    # ---- optimisers ------------------------------------------------------
+    def _default_optimizers(self, model, epochs: int) -> list[OptimizerSpec]:
+        cfg = self.method.config
+        params = [p for p in model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        if cfg.optimizer == "sgd":
+            opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+        elif cfg.optimizer == "adam":
+            opt = torch.optim.Adam(groups, lr=cfg.lr)
+        else:
+            opt = torch.optim.AdamW(groups, lr=cfg.lr)
+        steps = max(1, epochs * self.ctx.steps_per_epoch)
+        sched = None
+        if cfg.scheduler == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=cfg.lr, total_steps=steps, pct_start=max(1e-3, cfg.warmup),
+                anneal_strategy="cos", cycle_momentum=False)
+        elif cfg.scheduler == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        elif cfg.scheduler == "step":
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, steps // 3), gamma=0.1)
+        return [OptimizerSpec(opt, sched, "step")]
+
+    def _optimizers(self, model, phase: Phase) -> list[OptimizerSpec]:
+        specs = self.method.configure_optimizers(model, self.ctx)
+        if specs is None:
+            specs = self._default_optimizers(model, phase.epochs)
+        if isinstance(specs, OptimizerSpec):
+            specs = [specs]
+        return list(specs)
+
+    # ---- evaluation ------------------------------------------------------
+    @torch.no_grad()
+    def predict_split(self, model, data: SplitData, view="none", batch_size=256):
+        """Method predictions over a whole split: probs, uncertainty, members, extras (numpy)."""
+        model.eval()
+        probs, unc, members, extras = [], [], [], {}
+        gen = torch.Generator().manual_seed(0)
+        for start in range(0, len(data), batch_size):
+            idx = np.arange(start, min(len(data), start + batch_size))
+            images = apply_view(view, data.raw(idx), gen)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with self.ctx.autocast():
+                pred: Prediction = self.method.predict(model, images)
+            p = pred.probs.float()
+            probs.append(p.cpu())
+            u = pred.uncertainty if pred.uncertainty is not None else 1 - p.max(1).values
+            unc.append(u.float().cpu())
+            if pred.members is not None:
+                members.append(pred.members.float().cpu())
+            for k, v in (pred.extras or {}).items():
+                extras.setdefault(k, []).append(v.float().cpu())
+        model.train()
+        return (torch.cat(probs).numpy(), torch.cat(unc).numpy(),
+                torch.cat(members).numpy() if members else None,
+                {k: torch.cat(v).numpy() for k, v in extras.items()})
+
+    # ---- checkpoints -----------------------------------------------------
+    def _save_checkpoint(self, model, specs, state: dict):
+        if self.checkpoint_dir is None:
+            return
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        payload = {
+            **state,
+            "model": model.state_dict(),
+            "optimizers": [s.optimizer.state_dict() for s in specs],
+            "schedulers": [s.scheduler.state_dict() if s.scheduler is not None else None
+                           for s in specs],
+            "method": self.method.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate(), "ctx_gen": self.ctx.generator.get_state()},
+        }
+        tmp = self.checkpoint_dir / "checkpoint.pt.tmp"
+        torch.save(payload, tmp)
+        os.replace(tmp, self.checkpoint_dir / "checkpoint.pt")
+
+    def _restore(self, model, specs, ckpt):
+        model.load_state_dict(ckpt["model"])
+        for s, st in zip(specs, ckpt["optimizers"]):
+            s.optimizer.load_state_dict(st)
+        for s, st in zip(specs, ckpt["schedulers"]):
+            if s.scheduler is not None and st is not None:
+                s.scheduler.load_state_dict(st)
+        self.method.load_state_dict(ckpt["method"])
+        return (ckpt["history"], ckpt["per_sample"], ckpt["oracle"], ckpt["selected"],
+                ckpt["best_val"], ckpt["img_count"], ckpt["train_time"])
+
+    def _load_checkpoint(self):
+        path = self.checkpoint_dir / "checkpoint.pt" if self.checkpoint_dir else None
+        if not self.resume or path is None or not path.exists():
+            return None
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+    # ---- the loop --------------------------------------------------------
+    def fit(self) -> EngineResult:
+        ctx, method = self.ctx, self.method
+        t_start = time.time()
+        seed_everything("init", self.seed)
+        ctx.generator.manual_seed(hash_int(("ctx", self.seed)))
+        model = method.build(ctx).to(ctx.device)
+        if self.initial_state is not None:  # a weights.pt that ferbench wrote for this method
+            path, state = self.initial_state
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as e:
+                raise DataError(path, f"does not fit method {type(method).__name__}: "
+                                      f"{str(e).splitlines()[0][:160]}") from None
+        ctx._predict_fn = lambda data, view: torch.from_numpy(
+            self.predict_split(model, data, view)[0])
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        phases = method.phases(ctx) or [Phase("train", ctx.epochs)]
+        history: list[dict] = []
+        per_sample: dict[str, list] = {}
+        oracle, selected, best_val = None, None, -1.0
+        start_epoch, resumed_from = 0, None
+        ckpt = self._load_checkpoint()
+        epoch = 0
+        specs: list[OptimizerSpec] = []
+        img_count, train_time = 0, 0.0
+        for pi, phase in enumerate(phases):
+            phase_end = epoch + phase.epochs
+            ctx.phase = phase
+            method.on_phase_start(model, ctx, phase)
+            if ckpt is not None and ckpt["epoch"] + 1 >= phase_end and phase_end > epoch:
+                method.on_phase_end(model, ctx, phase)  # replaying a finished phase on resume
+                epoch = phase_end
+                continue
+            specs = self._optimizers(model, phase)
+            if ckpt is not None:
+                state = self._restore(model, specs if ckpt["phase_index"] == pi else [], ckpt)
+                history, per_sample, oracle, selected, best_val, img_count, train_time = state
+                resumed_from = epoch = ckpt["epoch"] + 1
+                ckpt = None
+            while epoch < phase_end:
+                if self.max_epochs_this_call is not None and \
+                        epoch - (resumed_from or 0) >= self.max_epochs_this_call:
+                    raise KeyboardInterrupt("stopped after the requested number of epochs")
+                row, n_img, secs = self._train_epoch(model, specs, epoch, phase)
+                img_count += n_img
+                train_time += secs
+                end = method.on_epoch_end(model, ctx, epoch) or {}
+                for k, v in end.items():
+                    if isinstance(v, PerSample):
+                        arr = v.values.detach().cpu().numpy() if torch.is_tensor(v.values) \
+                            else np.asarray(v.values)
+                        per_sample.setdefault(k, []).append(arr)
+                    else:
+                        row[k] = float(v.detach().float().mean()) if torch.is_tensor(v) \
+                            else v
+                for s in specs:
+                    if s.scheduler is not None and s.interval == "epoch":
+                        s.scheduler.step()
+                last = epoch == sum(p.epochs for p in phases) - 1
+                if self.eval_every and ((epoch + 1) % self.eval_every == 0 or last):
+                    probs, *_ = self.predict_split(model, ctx._test)
+                    acc = float((probs.argmax(1) == self.test_labels).mean())
+                    row["test_acc"] = acc
+                    if oracle is None or acc > oracle["test_acc"]:
+                        oracle = {"test_acc": acc, "epoch": epoch}
+                    if ctx.val is not None and self.val_labels is not None:
+                        vp, *_ = self.predict_split(model, ctx.val)
+                        vacc = float((vp.argmax(1) == self.val_labels).mean())
+                        row["val_acc"] = vacc
+                        if self.select == "val" and vacc > best_val:
+                            best_val = vacc
+                            selected = {"epoch": epoch, "val_acc": vacc,
+                                        "test_probs": probs}
+                history.append(row)
+                self._report(row, len(history), sum(p.epochs for p in phases))
+                self._save_checkpoint(model, specs, {
+                    "epoch": epoch, "phase_index": pi, "history": history, "per_sample": per_sample,
+                    "oracle": oracle, "selected": selected, "best_val": best_val,
+                    "img_count": img_count, "train_time": train_time})
+                epoch += 1
+            method.on_phase_end(model, ctx, phase)
+        if ckpt is not None:  # interrupted after its last epoch: restore the final state
+            state = self._restore(model, [], ckpt)
+            history, per_sample, oracle, selected, best_val, img_count, train_time = state
+            resumed_from = ckpt["epoch"] + 1
+        return self._finish(model, history, per_sample, oracle, selected, t_start,
+                            img_count, train_time, resumed_from)
+
+    def _train_epoch(self, model, specs, epoch, phase):
+        ctx, method, cfg = self.ctx, self.method, self.method.config
+        seed_everything("epoch", self.seed, epoch)  # dropout etc.: same stream after a resume
+        data_gen = torch.Generator(device="cpu").manual_seed(hash_int(("data", self.seed, epoch)))
+        ctx.generator.manual_seed(hash_int(("ctx", self.seed, epoch)))
+        ctx.epoch = epoch
+        ctx._model_version += 1
+        method.on_epoch_start(model, ctx, epoch)
+        model.train()
+        n, bs = len(ctx.train), ctx.batch_size
+        weights = method.sample_weights(ctx)
+        if weights is not None:
+            order = torch.multinomial(weights.float().cpu(), ctx.steps_per_epoch * bs,
+                                      replacement=True, generator=data_gen)
+        else:
+            order = torch.randperm(n, generator=data_gen)
+        batches = [order[i * bs:(i + 1) * bs] for i in range(ctx.steps_per_epoch)]
+        views = method.views
+        companions = method.batch_companions
+
+        def make(idx):
+            raw = ctx.train.raw(idx)
+            batch = {"index": idx.to(ctx.device),
+                     "views": {_vname(v): self._view(v, raw, data_gen) for v in views},
+                     "label": ctx.train.labels[idx].to(ctx.device),
+                     "extras": {k: t[idx].to(ctx.device) for k, t in ctx.train.extras.items()}}
+            if companions is not None:
+                comp = companions(idx)
+                flat = comp.reshape(-1)
+                craw = ctx.train.raw(flat)
+                batch["companions"] = {
+                    "index": comp.to(ctx.device),
+                    "views": {_vname(v): _unflatten(self._view(v, craw, data_gen), comp.shape)
+                              for v in views},
+                    "label": ctx.train.labels[flat].reshape(comp.shape).to(ctx.device)}
+            return batch
+
+        losses, t0, seen = [], time.time(), 0
+        prefetch = Prefetcher(make, batches)
+        total_epochs = ctx.epochs
+        try:
+            with progress_bar(f"epoch {epoch + 1}/{total_epochs}", len(batches),
+                              self.show_progress) as advance:
+                for batch in prefetch:
+                    with ctx.autocast():
+                        loss = method.training_step(model, batch, ctx)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}")
+                    for s in specs:
+                        s.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    for s in specs:
+                        if s.clip_grad_norm:
+                            params = [p for g in s.optimizer.param_groups for p in g["params"]]
+                            torch.nn.utils.clip_grad_norm_(params, s.clip_grad_norm)
+                        s.optimizer.step()
+                        if s.scheduler is not None and s.interval == "step":
+                            s.scheduler.step()
+                    losses.append(float(loss.detach()))
+                    seen += len(batch["index"])
+                    advance(1, info=f"loss {np.mean(losses[-20:]):.3f} "
+                                    f"{seen / max(1e-9, time.time() - t0):.0f} img/s")
+        finally:
+            prefetch.close()
+        secs = time.time() - t0
+        row = {"epoch": epoch, "phase": phase.name, "loss": float(np.mean(losses)),
+               "lr": float(specs[0].optimizer.param_groups[0]["lr"]) if specs else None,
+               "images_per_s": seen / max(1e-9, secs), "seconds": secs}
+        row.update(ctx._drain_logs())
+        return row, seen, secs
+
+    def _view(self, spec, raw, gen):
+        x = apply_view(spec, raw, gen)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _report(self, row, done, total):
+        parts = [f"epoch {done}/{total}", f"loss {row['loss']:.4f}",
+                 f"{row['images_per_s']:.0f} img/s"]
+        if "test_acc" in row:
+            parts.append(f"test acc {100 * row['test_acc']:.2f}")
+        if "val_acc" in row:
+            parts.append(f"val acc {100 * row['val_acc']:.2f}")
+        console.print("  " + " · ".join(parts), highlight=False)
+
+    def _finish(self, model, history, per_sample, oracle, selected, t_start, img_count,
+                train_time, resumed_from) -> EngineResult:
+        ctx, method = self.ctx, self.method
+        ctx.epoch += 1
+        ctx._model_version += 1
+        probs, unc, members, extras = self.predict_split(model, ctx._test)
+        if getattr(method.config, "tta_flip", False):
+            fprobs, *_ = self.predict_split(model, ctx._test, view="flip")
+            probs = (probs + fprobs) / 2
+            unc = 1 - probs.max(1)
+        train_probs = ctx.train_predictions("none").cpu().numpy() if len(ctx.train) else None
+        scores = method.noise_scores(model, ctx)
+        if scores is not None and not isinstance(scores, dict):
+            scores = {"score": scores}
+        scores = {k: _np(v) for k, v in (scores or {}).items()}
+        decisions = method.noise_decisions(model, ctx)
+        decisions = _np(decisions).astype(bool) if decisions is not None else None
+        if selected is not None:
+            sp = selected.pop("test_probs")
+            selected["test_acc"] = float((sp.argmax(1) == self.test_labels).mean())
+            selected["test_probs"] = sp
+        return EngineResult(
+            model=model, history=history, test_probs=probs, test_uncertainty=unc,
+            test_members=members, test_extras={k: float(np.mean(v)) for k, v in extras.items()},
+            oracle=oracle, selected=selected, per_sample=per_sample, train_probs=train_probs,
+            noise_scores=scores, noise_decisions=decisions,
+            method_results=method.extra_results() or {},
+            flops_per_image=self._flops(model), params=self._params(model),
+            wall_time_s=time.time() - t_start,
+            images_per_s=img_count / max(1e-9, train_time), resumed_from=resumed_from)
+
+    def _params(self, model) -> int:
+        frozen = {id(p) for m in self.ctx.frozen_modules for p in m.parameters()}
+        return int(sum(p.numel() for p in model.parameters() if id(p) not in frozen))
+
+    @torch.no_grad()
+    def _flops(self, model) -> float | None:
+        """FLOPs per image of what `predict` runs, counted by torch's flop counter."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        model.eval()
+        x = torch.rand(2, 3, self.ctx.image_size, self.ctx.image_size, device=self.ctx.device)
+        try:
+            with FlopCounterMode(display=False) as counter:
+                self.method.predict(model, x)
+            return counter.get_total_flops() / 2
+        except Exception:
+            return None
+        finally:
+            model.train()
+
+
+def _unflatten(x: torch.Tensor, shape) -> torch.Tensor:
+    return x.reshape(*shape, *x.shape[1:])
+
+
+def _np(v):
+    return v.detach().float().cpu().numpy() if torch.is_tensor(v) else np.asarray(v)

@@ -1,0 +1,447 @@
+"""The leaderboard: markdown tables built only from stored result files (plots: plots.py).
+
+Runs are averaged only when they share everything but the training seed (DESIGN.md
+section 5): columns are protocols (one per noise file), rows are methods, one row
+per config of a method, named by the config keys in which the configs differ.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tabulate import tabulate
+
+from . import plots
+from .errors import FerbenchError
+from .results import read_result, read_results
+
+GROUPING = (
+    "runs are averaged only when they share everything but the training seed: the group is "
+    "(dataset, protocol id with its parameters, noise file hash, method name, config hash). "
+    "Runs on different noise files never share a cell: a protocol run on several noise files "
+    "gets one column per file, suffixed with # and the file's hash. A method with several "
+    "config hashes gets one row per config, named by the config keys (method.\\*, engine.\\*) "
+    "in which they differ; keys named seed never name a variant.")
+CELLS = (
+    "mean ± sample standard deviation (ddof=1) over training seeds, n = number of seeds with "
+    "the value; accuracies, F1, AUROC, precision, recall, memorisation and ECE in %. Bold: "
+    "best in its column (lowest for ECE, NLL, Brier, KL and memorisation), none if all tie.")
+MISSING = "–"
+_SPECIAL = re.compile(r"([\\`*_|<>\[\]~&$#])")
+_KEY_FIELDS = ("dataset", "protocol", "method", "seed", "config_hash")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How a column is shown: scale, decimals, which way is best (+1 high, -1 low, 0 none)."""
+    scale: float = 100.0
+    decimals: int = 2
+    better: int = 1
+    kind: str = "num"      # num | text (e.g. train_noise_at) | size (params, FLOPs)
+
+
+PCT, PCT_LOW, PCT_ANY = Spec(), Spec(better=-1), Spec(better=0)
+TEXT, SIZE = Spec(better=0, kind="text"), Spec(better=0, kind="size")
+
+
+@dataclass
+class Cell:
+    """One group's values (one per seed): n, mean and sample std (ddof=1; 0 when n = 1)."""
+    values: list
+    n: int = field(init=False)
+    mean: float = field(init=False)
+    std: float = field(init=False)
+
+    def __post_init__(self):
+        self.n = len(self.values)
+        numeric = self.n and not isinstance(self.values[0], str)
+        self.mean = float(np.mean(self.values)) if numeric else math.nan
+        self.std = float(np.std(self.values, ddof=1)) if numeric and self.n > 1 else 0.0
+
+
+@dataclass
+class Table:
+    """Rows x columns of cells holding raw values (fractions, not %); `markdown` renders it."""
+    title: str
+    rows: list
+    columns: list
+    cells: dict            # (row name, column label) -> Cell
+    specs: dict            # column label -> Spec
+
+    def cell(self, row: str, column: str) -> Cell | None:
+        return self.cells.get((row, column))
+
+    def best(self, column: str) -> set:
+        """Rows with the column's best value at display precision; none if every row ties."""
+        spec = self.specs[column]
+        if spec.better == 0 or spec.kind != "num":
+            return set()
+        shown = {r: round(self.cells[r, column].mean * spec.scale, spec.decimals)
+                 for r in self.rows if (r, column) in self.cells}
+        top = (max if spec.better > 0 else min)(shown.values())
+        best = {r for r, v in shown.items() if v == top}
+        return best if len(best) < len(shown) else set()
+
+    def text(self, row: str, column: str) -> str:
+        cell, spec = self.cells.get((row, column)), self.specs[column]
+        if cell is None:
+            return MISSING
+        if spec.kind == "text":
+            return escape("/".join(sorted(set(map(str, cell.values)))))
+        if spec.kind == "size":
+            return _human(cell.mean)
+        d, s = spec.decimals, spec.scale
+        spread = f" ± {cell.std * s:.{d}f}" if cell.n > 1 else ""
+        return f"{cell.mean * s:.{d}f}{spread} (n={cell.n})"
+
+    def markdown(self) -> str:
+        bold = {c: self.best(c) for c in self.columns}
+        body = [[escape(r)] + [f"**{self.text(r, c)}**" if r in bold[c] else self.text(r, c)
+                               for c in self.columns] for r in self.rows]
+        return tabulate(body, headers=["method"] + [escape(c) for c in self.columns],
+                        tablefmt="github", disable_numparse=True)
+
+
+def escape(text) -> str:
+    """Markdown-safe text for a table cell or heading: specials backslashed, newlines spaced."""
+    return _SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def _human(v: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= size:
+            return f"{v / size:.2f} {unit}"
+    return f"{v:.0f}"
+
+
+def _num(v) -> float | None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return float(v) if ok else None
+
+
+def _get(*path, text: bool = False):
+    """A getter for a nested record field: a finite number (a string with `text`), else None."""
+    def get(r):
+        for part in path:
+            r = r.get(part) if isinstance(r, dict) else None
+        return (r if isinstance(r, str) else None) if text else _num(r)
+    return get
+
+
+# Per-protocol tables: (column header, metrics key or getter, Spec).
+CALIBRATION = [("ECE (%)", "test_ece", PCT_LOW), ("NLL", "test_nll", Spec(1, 3, -1)),
+               ("Brier", "test_brier", Spec(1, 4, -1)),
+               ("rejection AUC (%)", "test_rejection_auc", PCT)]
+NOISE = [("AUROC (%)", "train_noise_auroc", PCT), ("precision (%)", "train_noise_precision", PCT),
+         ("recall (%)", "train_noise_recall", PCT),
+         ("at", _get("metrics", "train_noise_at", text=True), TEXT),
+         ("memorised (%)", "train_memorised", PCT_LOW), ("corrected (%)", "train_corrected", PCT)]
+AMBIGUITY = [("KL to votes", "test_kl", Spec(1, 3, -1))] + [
+    (f"acc, {b} ambiguity (%)", f"test_acc_{b}_ambiguity", PCT) for b in ("low", "mid", "high")]
+ENSEMBLE = [("member acc (%)", "test_member_acc_mean", PCT),
+            ("ensemble gain (%)", "test_ensemble_gain", PCT),
+            ("disagreement (%)", "test_member_disagreement", PCT_ANY)]
+PER_PROTOCOL = {
+    "calibration": ("Calibration and rejection", CALIBRATION),
+    "noise": ("Noise detection and memorisation (training set, flipped samples)", NOISE),
+    "ambiguity": ("KL to vote distributions and accuracy by ambiguity tertile", AMBIGUITY),
+    "ensemble": ("Ensemble members", ENSEMBLE),
+    "per_class": ("Per-class test accuracy, final epoch (%)", None)}
+
+
+def _flatten(d, prefix="") -> dict:
+    """Dotted keys -> JSON text of the leaves; keys named `seed` are left out (never a variant)."""
+    if not isinstance(d, dict):
+        return {prefix[:-1]: json.dumps(d, sort_keys=True, default=str)} if prefix else {}
+    return {k: v for key, sub in d.items() if key != "seed"
+            for k, v in _flatten(sub, f"{prefix}{key}.").items()}
+
+
+def _differing(flats: list) -> list:
+    return [k for k in sorted(set().union(*flats)) if len({f.get(k) for f in flats}) > 1]
+
+
+def _pairs(flat: dict, keys: list, most: int = 4) -> str:
+    def short(v):   # JSON text; a string is shown without its quotes
+        v = "unset" if v is None else json.loads(v) if isinstance(json.loads(v), str) else v
+        return v if len(v) <= 24 else v[:23] + "…"
+    parts = [f"{k}={short(flat.get(k))}" for k in keys[:most]]
+    return ", ".join(parts + ["…"] * (len(keys) > most))
+
+
+def _noise(p: dict) -> dict | None:
+    return p["noise"] if isinstance(p.get("noise"), dict) else None
+
+
+def _rate(p: dict) -> float | None:
+    """Generated noise rate as a fraction (clean = 0), None for other protocols. The `noise`
+    family's params.rate is in percent (noise30: 30.0); noise.rate is the realised fraction."""
+    noise = _noise(p)
+    if p.get("family") == "clean" and not noise:
+        return 0.0
+    if not noise or noise.get("source") != "generated":
+        return None
+    rate = _num((p.get("params") or {}).get("rate"))
+    return _num(noise.get("rate")) if rate is None else rate / 100
+
+
+def _col_order(p: dict, label: str):
+    """clean, then generated noise by rate, then noise files, then the rest (cross, ...)."""
+    rate = _rate(p)
+    if rate is not None:
+        return (0 if rate == 0 else 1, rate, label)
+    return (2 if (_noise(p) or {}).get("source") == "file" else 3, 0.0, label)
+
+
+class _Board:
+    """One dataset's records, assigned to columns (protocols) and rows (method variants)."""
+
+    def __init__(self, records: list):
+        self.records, self.proto = records, {}
+        self.columns, self.rows = self._columns(), self._rows()
+        self.groups = defaultdict(list)
+        for r in records:
+            self.groups[r["_col"], r["_row"]].append(r)
+
+    def _columns(self) -> dict:
+        by_id = defaultdict(list)
+        for r in self.records:
+            p, noise = r["protocol"], _noise(r["protocol"]) or {}
+            params = p.get("params") if isinstance(p.get("params"), dict) else {}
+            if noise.get("hash"):   # the hash identifies a noise file; where it lay does not
+                params = {k: v for k, v in params.items() if k != "path"}
+            r["_col"] = (r["key"]["protocol"], json.dumps(params, sort_keys=True, default=str),
+                         str(noise.get("hash", "")))
+            if r["_col"] not in self.proto:
+                self.proto[r["_col"]] = p
+                by_id[r["key"]["protocol"]].append(r["_col"])
+        labels = {}
+        for pid, keys in by_id.items():
+            for key in keys:
+                labels[key] = str(self.proto[key].get("label") or pid)
+                if len({k[2] for k in keys}) > 1:
+                    labels[key] += f" #{key[2][:6] or 'none'}"
+                same = [_flatten(json.loads(k[1])) for k in keys if k[2] == key[2]]
+                if len(same) > 1:   # one noise file, other parameters (e.g. val_fraction)
+                    labels[key] += f" [{_pairs(_flatten(json.loads(key[1])), _differing(same))}]"
+        return {k: labels[k] for k in sorted(labels, key=lambda k: _col_order(self.proto[k],
+                                                                             labels[k]))}
+
+    def _rows(self) -> dict:
+        by_method = defaultdict(lambda: defaultdict(list))
+        for r in self.records:
+            by_method[r["key"]["method"]][r["key"]["config_hash"]].append(r)
+        names = {}
+        for method, hashes in by_method.items():
+            # Hashes whose configs differ only in the protocol section and seed keys, and which
+            # never hold one seed twice in a column, are one variant: runs sharing everything
+            # but the training seed (robust to a config hash that covers protocol or seed).
+            sig = {h: json.dumps(_flatten({k: v for k, v in rs[0]["config"].items()
+                                           if k != "protocol"}), sort_keys=True)
+                   for h, rs in hashes.items()}
+            for s in set(sig.values()):
+                hs = sorted(h for h in hashes if sig[h] == s)
+                runs = [c for h in hs for c in {(r["_col"], r["key"]["seed"]) for r in hashes[h]}]
+                for h in hs:
+                    for r in hashes[h]:
+                        r["_row"] = (method, hs[0] if len(runs) == len(set(runs)) else h)
+            configs = {r["_row"]: r["config"] for rs in hashes.values() for r in rs}
+            names.update(_variant_names(method, configs))
+        return dict(sorted(names.items(), key=lambda kv: kv[1]))
+
+
+def _variant_names(method: str, configs: dict) -> dict:
+    """Row -> `method (key=value, ...)` over the keys in which the variants' configs differ:
+    method.* and engine.* first, the rest of the config (but the protocol) if those agree."""
+    if len(configs) == 1:
+        return {row: method for row in configs}
+    for sections in (("method", "engine"), None):
+        flat = {row: _flatten({s: v for s, v in c.items()
+                               if s != "protocol" and (not sections or s in sections)})
+                for row, c in configs.items()}
+        keys = _differing(list(flat.values()))
+        if keys:
+            break
+    names = {row: f"{method} ({_pairs(f, keys) or 'config ' + row[1]})" for row, f in flat.items()}
+    if len(set(names.values())) < len(names):   # keys were cut short: add the config hash
+        names = {row: f"{n[:-1]}, config {row[1]})" for row, n in names.items()}
+    return names
+
+
+def _grid(b: _Board, title: str, get, spec: Spec = PCT) -> Table | None:
+    """Rows = methods, columns = protocols, one metric."""
+    cells = {}
+    for (col, row), recs in b.groups.items():
+        values = [v for v in map(get, recs) if v is not None]
+        if values:
+            cells[b.rows[row], b.columns[col]] = Cell(values)
+    return _table(title, list(b.rows.values()), list(b.columns.values()), cells,
+                  dict.fromkeys(b.columns.values(), spec))
+
+
+def _per_protocol(b: _Board, cols, title: str, metrics) -> Table | None:
+    """Rows = methods, columns = metrics, over the runs in `cols` (one protocol, or all)."""
+    cells = {}
+    for row, name in b.rows.items():
+        recs = [r for col in cols for r in b.groups.get((col, row), [])]
+        for header, get, _ in metrics:
+            get = _get("metrics", get) if isinstance(get, str) else get
+            values = [v for v in map(get, recs) if v is not None]
+            if values:
+                cells[name, header] = Cell(values)
+    return _table(title, list(b.rows.values()), [m[0] for m in metrics], cells,
+                  {m[0]: m[2] for m in metrics})
+
+
+def _table(title, rows, columns, cells, specs) -> Table | None:
+    """A table without empty rows and columns; None when it has no cell at all."""
+    rows = [r for r in rows if any((r, c) in cells for c in columns)]
+    columns = [c for c in columns if any((r, c) in cells for r in rows)]
+    return Table(title, rows, columns, cells, {c: specs[c] for c in columns}) if cells else None
+
+
+def _tables(b: _Board) -> dict:
+    metric = lambda key: _get("metrics", key)  # noqa: E731
+    t = {"main": _grid(b, "Test accuracy, final epoch (%)", metric("test_acc")),
+         "oracle": _grid(b, "Oracle: best test-epoch accuracy (%), chosen on the test set; not "
+                            "comparable with the final-epoch table", _get("oracle", "test_acc")),
+         "selected": _grid(b, "Validation-selected test accuracy (%)",
+                           _get("selected", "metrics", "test_acc")),
+         "mean_class_acc": _grid(b, "Mean-class accuracy, final epoch (%)",
+                                 metric("test_mean_class_acc")),
+         "macro_f1": _grid(b, "Macro-F1, final epoch (%)", metric("test_macro_f1"))}
+    for name, (heading, metrics) in PER_PROTOCOL.items():
+        t[name] = {}
+        for col, label in b.columns.items():
+            if name == "noise" and not _noise(b.proto[col]):
+                continue
+            if name == "per_class":
+                recs = [r for r in b.records if r["_col"] == col]
+                classes = dict.fromkeys(str(c) for r in recs for c in
+                                        [*(r["dataset"].get("classes") or []), *r["per_class"]])
+                metrics = [(c, _get("per_class", c), PCT) for c in classes]
+            if table := _per_protocol(b, [col], f"{heading}: {label}", metrics):
+                t[name][label] = table
+    size = [("params", "params", SIZE), ("FLOPs / image", "flops_per_image", SIZE)]
+    t["size"] = _per_protocol(b, list(b.columns), "Model size (parameters, FLOPs per image)", size)
+    return t
+
+
+def _noise_series(b: _Board) -> dict:
+    """Per row, (rate, mean, std) of test_acc on clean and generated-noise columns."""
+    series = defaultdict(list)
+    for (col, row), recs in b.groups.items():
+        values = [v for v in map(_get("metrics", "test_acc"), recs) if v is not None]
+        if _rate(b.proto[col]) is not None and values:
+            cell = Cell(values)
+            series[b.rows[row]].append((_rate(b.proto[col]), cell.mean, cell.std))
+    return {n: series[n] for n in b.rows.values() if n in series}
+
+
+def _load(results_dir: Path):
+    """Usable records (one per run) and (path, reason) for every result file left out."""
+    records = read_results(results_dir)
+    read, skipped = {r["_path"] for r in records}, []
+    for p in sorted(results_dir.rglob("seed*.json")):   # the files read_results passed over
+        if str(p) not in read:
+            try:
+                read_result(p)
+                skipped.append((str(p), "not read"))
+            except FerbenchError as e:
+                skipped.append((str(p), getattr(e, "problem", str(e))))
+    kept, seen = [], {}
+    for r in records:
+        key = r.get("key")
+        if not isinstance(key, dict) or any(f not in key for f in _KEY_FIELDS) \
+                or not isinstance(r.get("protocol"), dict):
+            skipped.append((r["_path"], "record lacks key fields or protocol"))
+            continue
+        r["key"] = {f: str(key[f]) for f in _KEY_FIELDS}
+        for part in ("metrics", "per_class", "dataset", "config"):
+            r[part] = r[part] if isinstance(r.get(part), dict) else {}
+        ident = json.dumps([r["key"], r["protocol"].get("params"), _noise(r["protocol"])],
+                           sort_keys=True, default=str)
+        if ident in seen:
+            skipped.append((r["_path"], f"duplicate of run {seen[ident]}"))
+        else:
+            seen[ident] = r["_path"]
+            kept.append(r)
+    return kept, skipped
+
+
+def _section(dataset: str, tables: dict, pngs: list, out: Path) -> list:
+    lines = [f"## {escape(dataset)}", ""]
+    for name, t in tables.items():
+        if isinstance(t, Table):
+            lines += [f"### {escape(t.title)}", "", t.markdown(), ""]
+        elif t:
+            lines += [f"### {escape(PER_PROTOCOL[name][0])}", ""]
+            for label, table in t.items():
+                lines += [f"#### {escape(label)}", "", table.markdown(), ""]
+    if pngs:
+        lines += ["### Plots", ""]
+        for p in pngs:
+            lines += [f"![{escape(p.stem)}]({p.relative_to(out).as_posix()})", ""]
+    return lines
+
+
+def _write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def build_leaderboard(results_dir, out_dir=None, *, with_plots: bool = True) -> dict:
+    """Write `leaderboard.md` and its PNG plots into `out_dir` (default: `results_dir`).
+
+    Returns ``{"markdown": path, "plots": [paths], "tables": {dataset: {name: ...}},
+    "n_read": int, "skipped": [(path, reason)]}``. Per dataset, main, oracle, selected,
+    mean_class_acc, macro_f1 and size are a Table (None where no run has the figure);
+    calibration, noise, ambiguity, ensemble and per_class map a protocol label to a Table.
+    Cells hold raw values (fractions), so the arithmetic can be checked.
+    """
+    results_dir = Path(results_dir)
+    out = Path(out_dir) if out_dir is not None else results_dir
+    out.mkdir(parents=True, exist_ok=True)
+    records, skipped = _load(results_dir)
+    by_dataset = defaultdict(list)
+    for r in records:
+        by_dataset[r["key"]["dataset"]].append(r)
+    note = f" ({len(skipped)} skipped, listed at the end)" if skipped else ""
+    lines = ["# ferbench leaderboard", "",
+             f"Read {len(records)} result files from {escape(results_dir)}{note}.", "",
+             f"Grouping: {GROUPING}", "", f"Cells: {CELLS}", ""]
+    tables, pngs, used = {}, [], set()
+    for dataset in sorted(by_dataset):
+        b = _Board(by_dataset[dataset])
+        tables[dataset] = _tables(b)
+        columns = [(label, [(name, b.groups[col, row]) for row, name in b.rows.items()
+                            if (col, row) in b.groups]) for col, label in b.columns.items()]
+        made = plots.draw_dataset(out, dataset, columns, _noise_series(b), used) \
+            if with_plots else []
+        pngs += made
+        lines += _section(dataset, tables[dataset], made, out)
+    if not records:
+        lines += ["No results found.", ""]
+    if skipped:
+        lines += ["## Skipped files", ""]
+        lines += [f"- {escape(p)}: {escape(why)}" for p, why in skipped] + [""]
+    md = out / "leaderboard.md"
+    _write_text(md, "\n".join(lines))
+    return {"markdown": md, "plots": pngs, "tables": tables, "n_read": len(records),
+            "skipped": skipped}

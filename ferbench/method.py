@@ -1,0 +1,145 @@
+"""The method contract: what a method plugin implements and the values it exchanges with the engine.
+
+Three members are required (`build`, `training_step`, `predict`); everything
+else has a default here, so a minimal method is a screenful. DESIGN.md
+section 4 is the full contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class MethodConfig:
+    """Keys every method shares, so the global flags reach them.
+
+    A method's own `Config` subclasses this. `lr` is the main parameter group's
+    base rate; other groups are multipliers of it unless the method says otherwise.
+    """
+
+    backbone: str = "ferbench_resnet_tiny"
+    weights: str | None = None
+    image_size: int = 48
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    optimizer: str = "adamw"        # adamw | sgd | adam
+    momentum: float = 0.9
+    scheduler: str = "onecycle"     # onecycle | cosine | step | none
+    warmup: float = 0.15            # fraction of the schedule spent warming up (onecycle)
+    label_smoothing: float = 0.0
+    tta_flip: bool = False
+    views: list = field(default_factory=lambda: ["weak"])
+
+
+@dataclass
+class Prediction:
+    """What `predict` returns for a batch of B images over K classes."""
+
+    probs: torch.Tensor                          # [B, K], rows sum to 1
+    uncertainty: torch.Tensor | None = None      # [B]; default 1 - max probability
+    members: torch.Tensor | None = None          # [B, M, K]: branches / networks of an ensemble
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # averaged into the results
+
+
+@dataclass
+class OptimizerSpec:
+    """One optimiser with its optional scheduler and gradient clipping."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any = None
+    interval: str = "step"                       # "step" or "epoch"
+    clip_grad_norm: float | None = None
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stage of training (ESR adds a branch per phase); `epochs` of the run's total."""
+
+    name: str
+    epochs: int
+
+
+class PerSample:
+    """Wraps a per-sample array returned by `on_epoch_end`: it goes into the .npz, stacked by epoch."""
+
+    def __init__(self, values):
+        self.values = values
+
+
+class Method:
+    """Base class of every method; override the members your algorithm needs.
+
+    Class attributes: `Config` (a dataclass subclassing MethodConfig), `presets`
+    (name → {key: value} overriding the Config defaults; `paper` and `quick`),
+    `preset_sources` (name → "code" | "paper-text" | "ferbench").
+    """
+
+    Config: ClassVar[type] = MethodConfig
+    presets: ClassVar[dict[str, dict]] = {"quick": {}, "paper": {}}
+    preset_sources: ClassVar[dict[str, str]] = {"quick": "ferbench", "paper": "ferbench"}
+
+    def __init__(self, config):
+        self.config = config
+
+    # Which augmentation views each training image arrives in (names from the view registry).
+    @property
+    def views(self) -> list:
+        return list(getattr(self.config, "views", ["weak"]))
+
+    # ---- required --------------------------------------------------------
+    def build(self, ctx) -> nn.Module:
+        raise NotImplementedError
+
+    def training_step(self, model: nn.Module, batch: dict, ctx) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, images: torch.Tensor) -> Prediction:
+        raise NotImplementedError
+
+    # ---- optional --------------------------------------------------------
+    def configure_optimizers(self, model: nn.Module, ctx) -> list[OptimizerSpec] | None:
+        """None: the engine's optimiser and schedule from the shared keys."""
+        return None
+
+    def phases(self, ctx) -> list[Phase] | None:
+        return None
+
+    def on_phase_start(self, model, ctx, phase: Phase) -> None:
+        pass
+
+    def on_phase_end(self, model, ctx, phase: Phase) -> None:
+        pass
+
+    def on_epoch_start(self, model, ctx, epoch: int) -> None:
+        pass
+
+    def on_epoch_end(self, model, ctx, epoch: int) -> dict | None:
+        return None
+
+    def extra_results(self) -> dict:
+        return {}
+
+    batch_companions = None  # optional: (index LongTensor[B]) -> LongTensor[B, C]
+
+    def sample_weights(self, ctx) -> torch.Tensor | None:
+        return None
+
+    def noise_scores(self, model, ctx):
+        """Tensor[N_train] (higher = label more likely wrong) or {name: Tensor}; None: none."""
+        return None
+
+    def noise_decisions(self, model, ctx) -> torch.Tensor | None:
+        return None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

@@ -1,0 +1,251 @@
+"""PNG figures for the leaderboard, drawn from pieces of stored result records.
+
+Each function draws one figure and writes it atomically (temporary name, then
+rename). Figures are built on matplotlib's Agg canvas directly, without pyplot,
+so no global backend or figure state is touched. The inputs are the record
+fields named in docs/results.md (`confusion`, `reliability`, `rejection_curve`)
+gathered per method, one entry per seed; pooling over seeds happens here.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import tempfile
+import textwrap
+import warnings
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+MAX_PANELS = 12   # confusion matrices per grid figure; more are cut and the title says so
+DPI = 110
+_MARKERS = "osD^vP*Xh<>p"
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _text(s, width: int | None = None) -> str:
+    """Plain text for matplotlib: `$` would start mathtext; newlines would break layouts."""
+    s = " ".join(str(s).split()).replace("$", r"\$")
+    return "\n".join(textwrap.wrap(s, width)) if width else s
+
+
+def _save(fig: Figure, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getvalue())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _style(i: int, n: int) -> dict:
+    cmap = matplotlib.colormaps["tab20" if n > 10 else "tab10"]
+    return {"color": cmap(i % cmap.N), "marker": _MARKERS[i % len(_MARKERS)]}
+
+
+def _legend(ax, n: int) -> None:
+    if n > 6:  # many methods: keep the plot area free
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    elif n:
+        ax.legend(fontsize=8)
+
+
+def _floats(values) -> np.ndarray:
+    """A float array from a JSON list; anything that is not a number becomes NaN."""
+    ok = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    values = values if isinstance(values, list) else []
+    return np.array([float(v) if ok(v) else np.nan for v in values], dtype=np.float64)
+
+
+def _square(m) -> np.ndarray | None:
+    try:
+        a = np.asarray(m, dtype=np.float64)
+    except (TypeError, ValueError):   # ragged or non-numeric
+        return None
+    return a if a.ndim == 2 and a.shape[0] == a.shape[1] and a.size else None
+
+
+def confusion_grid(path, title: str, panels) -> Path:
+    """A grid of row-normalised confusion matrices, one panel per method, annotated in %.
+
+    `panels` is a list of ``(name, matrices, classes)``: the per-seed K x K count
+    matrices (rows true, columns predicted) are summed before normalising, so the
+    panel is the seeds' pooled confusion. At most `MAX_PANELS` panels are drawn.
+    """
+    shown = list(panels)[:MAX_PANELS]
+    if not shown:
+        raise ValueError("confusion_grid needs at least one panel")
+    ncols = min(4, math.ceil(math.sqrt(len(shown))))
+    nrows = math.ceil(len(shown) / ncols)
+    k = max(np.asarray(m[0]).shape[0] for _, m, _ in shown)
+    side = max(2.8, 0.3 * k + 1.4)
+    fig = _figure(side * ncols, side * nrows + 0.5)
+    fig.get_layout_engine().set(h_pad=0.1, w_pad=0.1)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, (name, mats, classes) in zip(axes.flat, shown):
+        counts = np.sum([np.asarray(m, dtype=np.float64) for m in mats], axis=0)
+        support = counts.sum(axis=1, keepdims=True)
+        norm = np.divide(counts, support, out=np.zeros_like(counts), where=support > 0)
+        n = norm.shape[0]
+        names = [_text(c) for c in classes] if len(classes) == n else [str(i) for i in range(n)]
+        ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+        ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(n), names, fontsize=7)
+        size = 7 if n <= 8 else 5
+        for i in range(n):
+            for j in range(n):
+                if support[i, 0] > 0:
+                    ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center",
+                            fontsize=size, color="white" if norm[i, j] > 0.5 else "black")
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        seeds = "seed" if len(mats) == 1 else "seeds"
+        ax.set_title(f"{_text(name, 40)}\n({len(mats)} {seeds} pooled)", fontsize=8)
+    for ax in axes.flat[len(shown):]:
+        ax.axis("off")
+    cut = f" (first {MAX_PANELS} of {len(panels)} methods)" if len(panels) > MAX_PANELS else ""
+    fig.suptitle(_text(f"{title}: confusion matrices, % of each true class{cut}", 90), fontsize=10)
+    return _save(fig, path)
+
+
+def _pool_reliability(bins: list[dict]):
+    """Per-bin confidence and accuracy pooled over seeds, weighted by bin counts."""
+    runs = [[_floats(b.get(f)) for f in ("count", "confidence", "accuracy")] for b in bins]
+    ref = len(runs[0][0])
+    runs = [r for r in runs if all(len(a) == ref for a in r)]
+    count = np.sum([np.nan_to_num(c) for c, _, _ in runs], axis=0)
+    conf = np.sum([np.nan_to_num(f) * np.nan_to_num(c) for c, f, _ in runs], axis=0)
+    acc = np.sum([np.nan_to_num(a) * np.nan_to_num(c) for c, _, a in runs], axis=0)
+    keep = count > 0
+    return conf[keep] / count[keep], acc[keep] / count[keep]
+
+
+def reliability_diagram(path, title: str, curves: dict) -> Path:
+    """Accuracy against confidence per bin, one line per method, with the diagonal.
+
+    `curves` maps a method name to its per-seed `reliability` dicts
+    (``confidence``, ``accuracy``, ``count`` per bin); empty bins are left out.
+    """
+    fig = _figure(7.5 if len(curves) > 6 else 5.8, 5.2)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
+    for i, (name, bins) in enumerate(curves.items()):
+        conf, acc = _pool_reliability(bins)
+        if len(conf):
+            ax.plot(conf, acc, lw=1.5, ms=4, label=_text(name, 40), **_style(i, len(curves)))
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (mean max probability in bin)",
+           ylabel="accuracy in bin")
+    ax.set_title(_text(f"{title}: reliability diagram", 70), fontsize=10)
+    ax.grid(alpha=0.3)
+    _legend(ax, len(curves) + 1)
+    return _save(fig, path)
+
+
+def accuracy_vs_noise(path, title: str, series: dict) -> Path:
+    """Mean test accuracy against the generated noise rate, one line per method, std as error bars.
+
+    `series` maps a method name to ``[(rate, mean, std), ...]`` with the rate a
+    fraction (clean = 0) and mean/std fractions; points are drawn in rate order.
+    """
+    fig = _figure(7.5 if len(series) > 6 else 6.2, 4.8)
+    ax = fig.subplots()
+    rates = set()
+    for i, (name, points) in enumerate(series.items()):
+        pts = sorted(points, key=lambda p: p[0])
+        x, y, e = (np.array([p[j] for p in pts], dtype=np.float64) * 100 for j in range(3))
+        rates.update(x.tolist())
+        ax.errorbar(x, y, yerr=e, capsize=3, lw=1.5, ms=5, label=_text(name, 40),
+                    **_style(i, len(series)))
+    ax.set_xticks(sorted(rates))
+    ax.set(xlabel="generated label noise rate (%)", ylabel="test accuracy, final epoch (%)")
+    ax.set_title(_text(f"{title}: accuracy vs noise (mean ± std over seeds)", 70), fontsize=10)
+    ax.grid(alpha=0.3)
+    _legend(ax, len(series))
+    return _save(fig, path)
+
+
+def rejection_curves(path, title: str, curves: dict) -> Path:
+    """Accuracy on the most certain share of the test set against that share, one line per method.
+
+    `curves` maps a method name to its per-seed `rejection_curve` dicts
+    (``coverage``, ``accuracy``); seeds with the first seed's coverage grid are averaged.
+    """
+    fig = _figure(7.5 if len(curves) > 6 else 5.8, 4.8)
+    ax = fig.subplots()
+    for i, (name, runs) in enumerate(curves.items()):
+        cov = _floats(runs[0].get("coverage"))
+        accs = [_floats(r.get("accuracy")) for r in runs]
+        accs = [a for a, r in zip(accs, runs)
+                if len(a) == len(cov) == len(_floats(r.get("coverage")))]
+        if not len(cov) or not accs:
+            continue
+        with warnings.catch_warnings():   # a coverage with no finite accuracy stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(accs, axis=0)
+        ax.plot(cov * 100, mean * 100, lw=1.5, ms=3,
+                label=_text(name, 40), **_style(i, len(curves)))
+    ax.set(xlim=(0, 100), xlabel="coverage: share of test samples kept, most certain first (%)",
+           ylabel="accuracy on kept samples (%)")
+    ax.set_title(_text(f"{title}: rejection curves", 70), fontsize=10)
+    ax.grid(alpha=0.3)
+    _legend(ax, len(curves))
+    return _save(fig, path)
+
+
+def draw_dataset(out, dataset: str, columns, noise_series: dict, used: set) -> list[Path]:
+    """Every plot of one dataset into `out`; returns the paths written.
+
+    `columns` is ``[(protocol label, [(method name, [records of its seeds]), ...]), ...]``
+    in display order; `noise_series` is `accuracy_vs_noise`'s input (drawn when a
+    rate above 0 is present). `used` holds file names already taken and grows.
+    """
+    def path(*parts):
+        stem = "-".join(re.sub(r"[^A-Za-z0-9.=+-]+", "_", p).strip("_.") or "x" for p in parts)
+        name, i = f"{stem}.png", 1
+        while name in used:
+            i += 1
+            name = f"{stem}-{i}.png"
+        used.add(name)
+        return Path(out) / name
+
+    made = []
+    for label, per_row in columns:
+        title = f"{dataset} · {label}"
+        panels = []
+        for name, recs in per_row:
+            mats = [m for m in (_square(r.get("confusion")) for r in recs) if m is not None]
+            mats = [m for m in mats if m.shape == mats[0].shape]
+            if mats:
+                panels.append((name, mats, (recs[0].get("dataset") or {}).get("classes") or []))
+        if panels:
+            made.append(confusion_grid(path(dataset, label, "confusion"), title, panels))
+        for field, draw, kind in (("reliability", reliability_diagram, "reliability"),
+                                  ("rejection_curve", rejection_curves, "rejection")):
+            curves = {n: [r[field] for r in recs if isinstance(r.get(field), dict)]
+                      for n, recs in per_row}
+            curves = {n: c for n, c in curves.items() if c}
+            if curves:
+                made.append(draw(path(dataset, label, kind), title, curves))
+    if any(rate > 0 for points in noise_series.values() for rate, _, _ in points):
+        made.append(accuracy_vs_noise(path(dataset, "accuracy_vs_noise"), dataset, noise_series))
+    return made

@@ -1,0 +1,341 @@
+"""`ferbench run`: methods × protocols × seeds on one dataset, each run stored as a result file."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import as_dict, compose_run, to_method_config
+from .context import RunContext, SplitData
+from .data.cache import load_cached
+from .datasets.audit import audit, leaked_test_indices
+from .datasets.base import open_dataset
+from .device import describe, resolve_device, resolve_precision
+from .engine import Engine
+from .errors import ConfigError, DataError
+from .plugins import registry
+from .progress import console
+from .protocols import ProtocolView, finish_view, parse_protocol
+from .results import (SCHEMA_VERSION, RunKey, check_writable, config_hash, write_json,
+                      write_npz)
+from .scoring import score_run
+from .weights import load_into, read_state_dict
+
+
+@dataclass
+class RunRequest:
+    """Everything `ferbench run` was asked to do."""
+
+    methods: list[str] = field(default_factory=list)   # empty: every installed method
+    dataset: str = "synthfer"
+    data_root: str | None = None
+    layout: str | None = None
+    data_options: dict = field(default_factory=dict)
+    protocols: list[str] = field(default_factory=lambda: ["clean"])
+    target: str | None = None
+    target_root: str | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+    noise_seed: int = 0
+    preset: str | None = None        # None: quick on synthfer, paper elsewhere
+    flags: dict = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+    out: str = "results"
+    resume: bool = False
+    force: bool = False
+    leaderboard: bool = True
+    show_progress: bool | None = None
+
+
+def _open(name, root, layout=None, options=None):
+    return open_dataset(registry().get("datasets", name), root, layout, options)
+
+
+def plan_runs(req: RunRequest):
+    """Validate names and build each protocol view once: [(view, [(method, cls)])]."""
+    reg = registry()
+    methods = req.methods or sorted(reg.methods)
+    classes = {m: reg.get("methods", m) for m in methods}
+    families = {name: p.obj for name, p in reg.protocols.items()}
+    parsed = [parse_protocol(p, families) for p in req.protocols]
+    preset = req.preset or ("quick" if req.dataset == "synthfer" else "paper")
+    for m, cls in classes.items():
+        if preset not in (getattr(cls, "presets", None) or {}):
+            from .errors import unknown_name
+
+            raise unknown_name(f"preset of method {m}", preset, cls.presets)
+    ds = _open(req.dataset, req.data_root, req.layout, req.data_options)
+    return ds, parsed, classes, preset
+
+
+def run(req: RunRequest) -> list[Path]:
+    """Run every (protocol, method, seed) not yet stored; return the result files."""
+    out = check_writable(req.out)
+    ds, parsed, classes, preset = plan_runs(req)
+    adapter = registry().get("datasets", req.dataset)
+    mode = "L" if getattr(adapter, "grey", False) else "RGB"
+    views = []
+    for family, params in parsed:
+        params = {**params, "noise_seed": req.noise_seed}
+        if family == "cross":
+            params.setdefault("target", req.target)
+            params.setdefault("target_root", req.target_root)
+        fam = registry().get("protocols", family)
+        view = fam.apply(ds, params, open_target=lambda n, r: _open(n, r))
+        views.append((family, params, view))
+    total = len(views) * len(classes) * len(req.seeds)
+    written, i = [], 0
+    for family, params, view in views:
+        for name, cls in classes.items():
+            for seed in req.seeds:
+                i += 1
+                path = run_one(req, out, ds, mode, family, params, view, name, cls, preset,
+                               seed, f"[{i}/{total}]")
+                written.append(path)
+    if req.leaderboard:
+        from .leaderboard import build_leaderboard
+
+        board = build_leaderboard(out)
+        console.print(f"leaderboard: {board['markdown']}", highlight=False)
+    return written
+
+
+def _flag_overrides(req: RunRequest, params: dict, seed: int) -> dict:
+    f = {f"method.{k}": v for k, v in req.flags.items()
+         if k in ("epochs", "batch_size", "image_size", "backbone", "weights", "lr")}
+    f.update({f"engine.{k}": v for k, v in req.flags.items()
+              if k in ("device", "precision", "threads")})
+    f.update({"data.name": req.dataset, "data.root": req.data_root, "data.layout": req.layout,
+              "protocol.noise_seed": params.get("noise_seed", 0)})
+    for k, v in req.data_options.items():
+        f[f"data.options.{k}"] = v
+    return f
+
+
+def run_one(req, out, ds, mode, family, params, view, name, cls, preset, seed, tag) -> Path:
+    cfg = compose_run(name, cls, preset, _flag_overrides(req, params, seed), req.overrides)
+    mcfg = to_method_config(cls, cfg)
+    device = resolve_device(cfg.engine.device)
+    precision = resolve_precision(cfg.engine.precision, device)
+    if cfg.engine.threads:
+        torch.set_num_threads(int(cfg.engine.threads))
+    pv = finish_view(_copy_view(view), {**params, **as_dict(cfg.protocol)},
+                     _leaks(ds, cfg, mode) if cfg.protocol.dedup_test else None)
+    resolved = as_dict(cfg)
+    resolved["engine"]["precision"] = precision
+    method = cls(mcfg)
+    from .data.augment import resolve_view
+
+    resolved["method"]["views"] = [list(resolve_view(v)) for v in method.views]
+    hashed = {k: resolved[k] for k in ("method", "data")}
+    hashed["engine"] = {k: v for k, v in resolved["engine"].items() if k not in ("device",
+                                                                                   "threads")}
+    hashed["protocol"] = {k: v for k, v in resolved["protocol"].items()
+                          if k in ("val_fraction", "dedup_test", "allow_label_extras")}
+    key = RunKey(ds.name, pv.id + _suffix(pv), name, seed, config_hash(hashed))
+    result_path = key.result_path(out)
+    label = f"{tag} {name} · {key.protocol} · seed {seed} · {ds.name}"
+    if result_path.exists() and not req.force:
+        console.print(f"{label}: stored result, skipped (--force reruns)", highlight=False)
+        return result_path
+    console.print(f"{label} · {precision} on {device.type}", highlight=False)
+    noise_file = _write_noise(out, ds.name, pv)
+    t0 = time.time()
+    ctx, weights_info = _context(pv, mcfg, mode, device, precision, seed, req)
+    channels_last = {"on": True, "off": False}.get(cfg.engine.channels_last,
+                                                   precision == "bf16")
+    stem = key.stem(out)
+    run_dir = stem.parent / f"{stem.name}.run"
+    engine = Engine(method, ctx, seed=seed, test_labels=pv.test_labels, val_labels=pv.val_labels,
+                    checkpoint_dir=run_dir, resume=req.resume,
+                    eval_every=int(cfg.engine.eval_every), select=cfg.engine.select,
+                    channels_last=channels_last, show_progress=req.show_progress)
+    if _is_own_weights(mcfg.weights):
+        engine.initial_state = (mcfg.weights, read_state_dict(mcfg.weights)[0])
+        weights_info.append({"file": str(mcfg.weights), "whole_model": True,
+                             "source_run": read_state_dict(mcfg.weights)[1]})
+    res = engine.fit()
+    scores = score_run(pv, res)
+    record = _record(key, pv, name, cls, preset, resolved, ds, res, scores, noise_file,
+                     device, precision, weights_info, time.time() - t0)
+    arrays = {"test_ids": np.asarray(pv.test.ids), "test_probs": res.test_probs,
+              "test_uncertainty": res.test_uncertainty, "test_labels": pv.test_labels,
+              "train_ids": np.asarray(pv.train.ids)}
+    for k, v in res.noise_scores.items():
+        arrays[f"train_noise_scores_{k}"] = v
+    if res.noise_decisions is not None:
+        arrays["train_noise_decisions"] = res.noise_decisions
+    if res.test_members is not None:
+        arrays["test_members"] = res.test_members
+    for k, stack in res.per_sample.items():
+        arrays[f"method_{k}"] = np.stack(stack)
+    write_npz(stem.with_suffix(".npz"), arrays)
+    _save_weights(stem.parent / f"{stem.name}.weights.pt", res.model, key, name)
+    write_json(result_path, record)  # last: the run is complete when this exists
+    shutil.rmtree(run_dir, ignore_errors=True)
+    m = record["metrics"]
+    console.print(f"  test acc {100 * m['test_acc']:.2f}"
+                  + (f" · noise AUROC {m['train_noise_auroc']:.3f}"
+                     if m.get("train_noise_auroc") is not None else "")
+                  + f" · {record['wall_time_s']:.0f} s → {result_path}", highlight=False)
+    return result_path
+
+
+def _suffix(pv: ProtocolView) -> str:
+    parts = []
+    if pv.params.get("noise_seed") and pv.noise is not None and pv.noise.source == "generated":
+        parts.append(f"ns{pv.params['noise_seed']}")
+    if pv.record.get("val_fraction"):
+        parts.append(f"val{pv.record['val_fraction']:g}")
+    if pv.record.get("dedup_test_removed") is not None:
+        parts.append("dedup")
+    return ("+" + "+".join(parts)) if parts else ""
+
+
+def _copy_view(view: ProtocolView) -> ProtocolView:
+    import copy
+
+    return copy.copy(view)
+
+
+def _leaks(ds, cfg, mode):
+    report = audit(ds, int(cfg.method.image_size), mode)
+    return leaked_test_indices(report, ds)
+
+
+def _write_noise(out: Path, dataset: str, pv: ProtocolView) -> dict | None:
+    if pv.noise is None:
+        return None
+    path = out / dataset / "noise" / f"{pv.id.replace(':', '_')}-{pv.noise.hash}.json"
+    if not path.exists():
+        write_json(path, pv.noise.document)
+    return {"hash": pv.noise.hash, "file": str(path.relative_to(out)),
+            "rate": pv.noise.rate, "n_flipped": int(pv.noise.flipped.sum()),
+            "n_train": int(len(pv.noise.flipped)), "source": pv.noise.source}
+
+
+def _split_data(name, samples, labels, mode, size, device, withhold, show):
+    cache = load_cached(samples, size, mode, show_progress=show).images
+    extras = {}
+    for k, v in samples.extras.items():
+        if withhold and k in samples.label_extras:
+            continue
+        arr = np.asarray(v)
+        if arr.dtype.kind in "fiub":
+            extras[k] = torch.from_numpy(np.ascontiguousarray(arr))
+    lab = torch.from_numpy(np.asarray(labels, dtype=np.int64)) if labels is not None else None
+    return SplitData(name, samples.ids, lab, extras, cache)
+
+
+def _context(pv: ProtocolView, mcfg, mode, device, precision, seed, req):
+    import timm
+
+    from . import models  # noqa: F401  (registers ferbench's backbones with timm)
+
+    size = int(mcfg.image_size)
+    show = req.show_progress
+    train = _split_data("train", pv.train, pv.train_labels, mode, size, device,
+                        pv.withhold_label_extras, show)
+    val = (_split_data("val", pv.val, pv.val_labels, mode, size, device,
+                       pv.withhold_label_extras, show) if pv.val is not None else None)
+    test = _split_data("test", pv.test, None, mode, size, device, False, show)
+    test.extras = {}  # the method never sees test labels or label-carrying test extras
+    weights_info: list = []
+    full_model = _is_own_weights(mcfg.weights)
+
+    def create_backbone(name=None, num_classes=None, weights="config", **kw):
+        name = name or mcfg.backbone
+        try:
+            model = timm.create_model(name, pretrained=False,
+                                      num_classes=num_classes or len(pv.classes), **kw)
+        except RuntimeError as e:
+            raise ConfigError(f"backbone {name!r}: {e}") from None
+        path = mcfg.weights if weights == "config" else weights
+        if path and not full_model:
+            weights_info.append({"backbone": name, "file": str(path),
+                                 **load_into(model, path)})
+        elif not path:
+            weights_info.append({"backbone": name, "file": None, "init": "random"})
+        return model
+
+    ctx = RunContext(classes=pv.classes, image_size=size, device=device, precision=precision,
+                     train=train, val=val, test=test, epochs=int(mcfg.epochs),
+                     batch_size=int(mcfg.batch_size),
+                     generator=torch.Generator(device="cpu"),
+                     create_backbone=create_backbone, predict_fn=None)
+    return ctx, weights_info
+
+
+def _is_own_weights(path) -> bool:
+    if not path:
+        return False
+    _, key = read_state_dict(path)
+    return key is not None
+
+
+def _save_weights(path: Path, model, key: RunKey, method: str) -> None:
+    import io
+    import os
+    import tempfile
+
+    buf = io.BytesIO()
+    torch.save({"ferbench": {**key.as_dict(), "version": __version__},
+                "state_dict": model.state_dict()}, buf)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def _record(key, pv, name, cls, preset, resolved, ds, res, scores, noise_file, device,
+            precision, weights_info, wall) -> dict:
+    import timm
+
+    provided = registry().methods[name]
+    record = {
+        "schema": SCHEMA_VERSION,
+        "key": key.as_dict(),
+        "protocol": {"id": key.protocol, "family": pv.family,
+                     "params": {k: v for k, v in pv.params.items()},
+                     "label": key.protocol, "noise": noise_file, "record": pv.record},
+        "method": {"name": name, "plugin": provided.plugin, "version": provided.version,
+                   "preset": preset,
+                   "preset_source": (getattr(cls, "preset_sources", {}) or {}).get(preset,
+                                                                                   "ferbench")},
+        "config": resolved,
+        "dataset": {"name": ds.name, "layout": ds.layout, "classes": list(pv.classes),
+                    "fingerprints": {"train": pv.train.fingerprint, "test": pv.test.fingerprint,
+                                     **({"val": pv.val.fingerprint} if pv.val is not None
+                                        else {})},
+                    "n_train": len(pv.train), "n_test": len(pv.test), "notes": ds.notes},
+        "versions": {"ferbench": __version__, "torch": torch.__version__,
+                     "timm": timm.__version__, "python": platform.python_version(),
+                     "plugin": provided.version, "numpy": np.__version__},
+        "device": describe(device), "precision": precision,
+        "weights": weights_info,
+        "resumed_from_epoch": res.resumed_from,
+        "wall_time_s": wall,
+        "history": res.history,
+        "metrics": scores["metrics"],
+        "oracle": res.oracle,
+        "selected": ({k: v for k, v in res.selected.items() if k != "test_probs"}
+                     if res.selected else None),
+        "per_class": scores["per_class"],
+        "confusion": scores["confusion"],
+        "classes_scored": scores["classes_scored"],
+        "reliability": scores["reliability"],
+        "rejection_curve": scores["rejection_curve"],
+        "ambiguity": scores["curves"].get("ambiguity"),
+        "noise_detection": scores.get("noise_detection"),
+        "noise_summary": scores.get("noise_summary"),
+        "method_results": res.method_results,
+        "command": " ".join(sys.argv),
+    }
+    return record

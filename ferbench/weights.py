@@ -1,0 +1,84 @@
+"""Loading users' checkpoints into a timm backbone: the shapes FER researchers have."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .errors import DataError
+
+_WRAPPERS = ("state_dict", "model", "model_state_dict", "net", "network", "weights")
+_PREFIXES = ("module.", "backbone.", "model.", "encoder.", "base.")
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """The tensors of a checkpoint file and, for a ferbench weights file, its run key."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(path, "weights file does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DataError(path, f"not a loadable checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120]})") from None
+    run_key = obj.get("ferbench") if isinstance(obj, dict) else None
+    for _ in range(3):  # nested wrappers such as {"model": {"state_dict": ...}}
+        if isinstance(obj, dict):
+            inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
+            if inner is not None and not any(torch.is_tensor(v) for v in obj.values()):
+                obj = inner
+                continue
+        break
+    if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
+        raise DataError(path, "not a checkpoint: expected a state dict of tensors (optionally "
+                              "under 'state_dict' or 'model')")
+    return obj, run_key
+
+
+def _strip(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for p in _PREFIXES:
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
+
+
+def load_into(model: torch.nn.Module, path: str | Path) -> dict:
+    """Load weights into `model`; a classifier of another class count is re-initialised.
+
+    Returns what happened (`reinitialised` head keys, the source run key if any).
+    Any other mismatch is a DataError listing the unmatched keys.
+    """
+    state, run_key = read_state_dict(path)
+    own = model.state_dict()
+    state = {(k if k in own else _strip(k)): v for k, v in state.items()}
+    head = _classifier_prefix(model)
+    reinit = [k for k, v in state.items()
+              if head and k.startswith(head) and k in own and own[k].shape != v.shape]
+    for k in reinit:
+        state.pop(k)
+    missing = [k for k in own if k not in state and not (head and k.startswith(head))
+               and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected),
+                            ("wrong shape", wrong)):
+            if keys:
+                parts.append(f"{label}: {', '.join(keys[:5])}"
+                             + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else ""))
+        raise DataError(path, "does not fit the architecture (" + "; ".join(parts) + ")")
+    model.load_state_dict(state, strict=False)
+    return {"reinitialised": reinit, "source_run": run_key}
+
+
+def _classifier_prefix(model) -> str | None:
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    name = cfg.get("classifier") if isinstance(cfg, dict) else None
+    if isinstance(name, (list, tuple)):
+        name = name[0]
+    return f"{name}." if name else None

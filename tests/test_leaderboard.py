@@ -1,0 +1,272 @@
+"""Leaderboard tables and plots, built from synthetic result records written as docs/results.md says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ferbench.leaderboard import build_leaderboard, escape
+from ferbench.results import RunKey, config_hash, write_json
+
+CLASSES = ["neutral", "happy", "sad"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def protocol(pid: str = "clean", rate: float | None = None, noise_hash: str | None = None,
+             source: str = "generated", label: str | None = None, **params) -> dict:
+    """A record's `protocol` section as protocols.py builds it: clean, generated noise (`rate`
+    in percent, as in noise30), a noise file (`noise_hash`), or anything else (cross)."""
+    if pid == "clean":
+        return {"id": pid, "family": "clean", "params": params, "label": label or pid, "noise": None}
+    if rate is None and noise_hash is None:
+        return {"id": pid, "family": pid.split("-")[0], "params": params, "label": label or pid,
+                "noise": None}
+    noise = {"hash": noise_hash or f"{int(rate or 0):02d}" + "0" * 14, "file": "noise.json",
+             "rate": (rate or 5) / 100, "n_flipped": 3, "n_train": 60, "source": source}
+    if source == "generated":
+        params = {"rate": float(rate), "noise_seed": 0, **params}
+    family = "noise" if source == "generated" else "noise_file"
+    return {"id": pid, "family": family, "params": params, "label": label or pid, "noise": noise}
+
+
+def record(dataset="synthfer", proto=None, method="baseline", seed=0, method_cfg=None, engine_cfg=None,
+           acc=0.8, metrics=None, oracle_acc=None, confusion=None, per_class=None) -> dict:
+    """A minimal valid schema-1 record; metrics default from `acc`."""
+    proto = proto or protocol()
+    cfg = {"method": {"lr": 0.01, **(method_cfg or {})}, "engine": {"epochs": 2, **(engine_cfg or {})},
+           "data": {"image_size": 32}}
+    chash = config_hash(cfg)
+    cfg["protocol"] = {"id": proto["id"], **proto["params"]}
+    m = {"test_acc": acc, "test_mean_class_acc": acc - 0.01, "test_macro_f1": acc - 0.02,
+         "test_ece": 0.05, "test_nll": 0.6, "test_brier": 0.3, "test_rejection_auc": acc + 0.05,
+         "params": 11_000_000, "flops_per_image": 1.8e9}
+    if proto["noise"]:
+        m.update(train_memorised=0.4, train_corrected=0.5, train_noise_auroc=0.9,
+                 train_noise_precision=0.7, train_noise_recall=0.6, train_noise_at="top_k")
+    m.update(metrics or {})
+    return {
+        "schema": 1,
+        "key": {"dataset": dataset, "protocol": proto["id"], "method": method, "seed": seed,
+                "config_hash": chash},
+        "protocol": proto,
+        "method": {"name": method, "plugin": "ferbench", "version": "0.1.0", "preset": "quick",
+                   "preset_source": "ferbench"},
+        "config": cfg,
+        "dataset": {"name": dataset, "layout": "synthfer", "classes": CLASSES,
+                    "fingerprints": {"train": "a", "test": "b"}, "n_train": 60, "n_test": 30, "notes": ""},
+        "versions": {"ferbench": "0.1.0", "torch": "2.4", "timm": "1.0", "python": "3.11", "plugin": None},
+        "device": {"type": "cpu", "name": "cpu", "threads": 4},
+        "precision": "fp32",
+        "wall_time_s": 1.0,
+        "history": [{"epoch": 0, "phase": "main", "loss": 1.0, "lr": 0.01, "images_per_s": 100.0}],
+        "metrics": m,
+        "oracle": None if oracle_acc is None else {"test_acc": oracle_acc, "epoch": 1},
+        "selected": None,
+        "per_class": per_class or {c: acc for c in CLASSES},
+        "confusion": confusion or [[8, 1, 1], [2, 7, 1], [0, 3, 7]],
+        "reliability": {"confidence": [0.1 * (i + 0.5) if i < 10 else None for i in range(15)],
+                        "accuracy": [0.1 * i if i < 10 else None for i in range(15)],
+                        "count": [3 if i < 10 else 0 for i in range(15)]},
+        "rejection_curve": {"coverage": [0.25, 0.5, 0.75, 1.0],
+                            "accuracy": [acc + 0.15, acc + 0.1, acc + 0.05, acc]},
+        "noise_summary": {},
+        "method_results": {},
+    }
+
+
+def save(out: Path, rec: dict) -> Path:
+    key = RunKey(**rec["key"])
+    path = key.result_path(out)
+    write_json(path, rec)
+    return path
+
+
+def pipes(line: str) -> int:
+    """Table separators: pipes not escaped by an odd run of backslashes."""
+    count, slashes = 0, 0
+    for ch in line:
+        if ch == "|" and slashes % 2 == 0:
+            count += 1
+        slashes = slashes + 1 if ch == "\\" else 0
+    return count
+
+
+def table_blocks(markdown: str) -> list[list[str]]:
+    blocks, cur = [], []
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            cur.append(line)
+        elif cur:
+            blocks.append(cur)
+            cur = []
+    return blocks + ([cur] if cur else [])
+
+
+def test_mean_std_over_seeds_and_n(tmp_path):
+    for seed, acc in enumerate([0.80, 0.82, 0.85]):
+        save(tmp_path, record(seed=seed, acc=acc))
+    save(tmp_path, record(method="other", acc=0.7))
+    out = build_leaderboard(tmp_path, with_plots=False)
+    main = out["tables"]["synthfer"]["main"]
+    cell = main.cell("baseline", "clean")
+    assert cell.n == 3
+    assert cell.mean == pytest.approx(np.mean([0.80, 0.82, 0.85]))
+    assert cell.std == pytest.approx(np.std([0.80, 0.82, 0.85], ddof=1))
+    text = Path(out["markdown"]).read_text()
+    assert "82.33 ± 2.52 (n=3)" in text
+    assert "70.00 (n=1)" in text and "70.00 ±" not in text
+    assert out["n_read"] == 4 and out["skipped"] == []
+    assert "Read 4 result files" in text and "everything but the training seed" in text
+
+
+def test_variants_get_rows_named_by_differing_keys(tmp_path):
+    for seed in range(2):
+        save(tmp_path, record(seed=seed, acc=0.8 + seed / 100, method_cfg={"lr": 0.1}))
+        # engine.seed differs too, but a seed never names a variant
+        save(tmp_path, record(seed=seed, acc=0.7, method_cfg={"lr": 0.01}, engine_cfg={"seed": 5}))
+    out = build_leaderboard(tmp_path, with_plots=False)
+    main = out["tables"]["synthfer"]["main"]
+    assert sorted(main.rows) == ["baseline (method.lr=0.01)", "baseline (method.lr=0.1)"]
+    assert main.cell("baseline (method.lr=0.1)", "clean").mean == pytest.approx(0.805)
+    assert main.cell("baseline (method.lr=0.01)", "clean").n == 2
+
+
+def test_config_hash_that_only_tracks_the_protocol_is_one_row(tmp_path):
+    rec_a, rec_b = record(acc=0.8), record(proto=protocol("noise30", rate=30), acc=0.6)
+    rec_b["key"]["config_hash"] = "f" * 10     # as if the hash covered the protocol section
+    save(tmp_path, rec_a), save(tmp_path, rec_b)
+    main = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]["main"]
+    assert main.rows == ["baseline"]
+    assert main.columns == ["clean", "noise30"]
+
+
+def test_columns_ordered_and_noise_files_never_share_a_cell(tmp_path):
+    save(tmp_path, record(proto=protocol("cross-ckplus", label="cross→ckplus"), acc=0.5))
+    save(tmp_path, record(proto=protocol("noise30", rate=30), acc=0.6))
+    save(tmp_path, record(proto=protocol("noise10", rate=10), acc=0.75))
+    save(tmp_path, record(proto=protocol("noisefile:n01", noise_hash="abcdef0123456789", source="file",
+                                   path="/data/n01.txt"), acc=0.7))
+    save(tmp_path, record(acc=0.8))
+    # two noise files for noise20 (different noise seeds): two columns, never averaged
+    save(tmp_path, record(proto=protocol("noise20", rate=20, noise_hash="aaaaaa1111111111"), acc=0.65))
+    save(tmp_path, record(proto=protocol("noise20", rate=20, noise_hash="bbbbbb2222222222"), acc=0.55,
+                          seed=1))
+    main = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]["main"]
+    assert main.columns == ["clean", "noise10", "noise20 #aaaaaa", "noise20 #bbbbbb", "noise30",
+                            "noisefile:n01", "cross→ckplus"]
+    assert main.cell("baseline", "noise20 #aaaaaa").values == [0.65]
+    assert main.cell("baseline", "noise20 #bbbbbb").values == [0.55]
+
+
+def test_bold_marks_best_highest_accuracy_and_lowest_ece(tmp_path):
+    save(tmp_path, record(method="good", acc=0.9, metrics={"test_ece": 0.20}))
+    save(tmp_path, record(method="calibrated", acc=0.6, metrics={"test_ece": 0.01}))
+    out = build_leaderboard(tmp_path, with_plots=False)
+    t = out["tables"]["synthfer"]
+    assert t["main"].best("clean") == {"good"}
+    assert t["calibration"]["clean"].best("ECE (%)") == {"calibrated"}
+    md = t["main"].markdown()
+    assert "**90.00 (n=1)**" in md and "**60.00" not in md
+    assert "**1.00 (n=1)**" in t["calibration"]["clean"].markdown()
+
+
+def test_escaping_keeps_tables_intact(tmp_path):
+    weird = "a|b*c_d `x` <y>\nz"
+    save(tmp_path, record(method=weird, acc=0.9))
+    save(tmp_path, record(method="plain", acc=0.8,
+                          proto=protocol("clean", label="cl|ean\n_x_")))
+    out = build_leaderboard(tmp_path, with_plots=False)
+    md = Path(out["markdown"]).read_text()
+    assert escape(weird) == r"a\|b\*c\_d \`x\` \<y\> z"
+    assert escape(weird) in md
+    blocks = table_blocks(md)
+    assert blocks
+    for block in blocks:
+        assert len({pipes(line) for line in block}) == 1, block
+
+
+def test_oracle_in_its_own_table(tmp_path):
+    save(tmp_path, record(acc=0.80, oracle_acc=0.86))
+    save(tmp_path, record(method="nooracle", acc=0.7))
+    t = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]
+    assert t["main"].cell("baseline", "clean").values == [0.80]
+    assert t["oracle"].cell("baseline", "clean").values == [0.86]
+    assert t["oracle"].rows == ["baseline"]
+    assert "oracle" in t["oracle"].title.lower() and "oracle" not in t["main"].title.lower()
+
+
+def test_noise_tables_only_for_noise_protocols(tmp_path):
+    save(tmp_path, record(acc=0.8))
+    save(tmp_path, record(proto=protocol("noise30", rate=30), acc=0.6))
+    save(tmp_path, record(proto=protocol("noise30", rate=30), acc=0.62, seed=1,
+                          metrics={"train_noise_auroc": 0.8}))
+    t = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]
+    assert list(t["noise"]) == ["noise30"]
+    noise = t["noise"]["noise30"]
+    assert noise.cell("baseline", "AUROC (%)").mean == pytest.approx(0.85)
+    assert noise.text("baseline", "at") == "top\\_k"
+    assert set(t["calibration"]) == {"clean", "noise30"}
+    assert t["ambiguity"] == {}   # no votes in these records
+
+
+def test_per_class_ambiguity_and_size_tables(tmp_path):
+    save(tmp_path, record(per_class={"neutral": 0.9, "happy": 0.5, "sad": None},
+                          metrics={"test_kl": 0.4, "test_acc_low_ambiguity": 0.9}))
+    t = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]
+    pc = t["per_class"]["clean"]
+    assert pc.columns == ["neutral", "happy"]
+    assert pc.cell("baseline", "happy").mean == 0.5
+    assert t["ambiguity"]["clean"].columns == ["KL to votes", "acc, low ambiguity (%)"]
+    assert t["size"].text("baseline", "params") == "11.00 M"
+    assert t["size"].text("baseline", "FLOPs / image") == "1.80 G"
+
+
+def test_unreadable_files_skipped_and_listed(tmp_path):
+    save(tmp_path, record())
+    bad = tmp_path / "synthfer" / "clean" / "broken" / "abc" / "seed0.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{not json")
+    other = tmp_path / "synthfer" / "clean" / "future" / "abc" / "seed0.json"
+    other.parent.mkdir(parents=True)
+    other.write_text(json.dumps({"schema": 2}))
+    out = build_leaderboard(tmp_path, with_plots=False)
+    assert out["n_read"] == 1
+    assert {p for p, _ in out["skipped"]} == {str(bad), str(other)}
+    md = Path(out["markdown"]).read_text()
+    assert "## Skipped files" in md and "broken" in md and "future" in md
+
+
+def test_output_dir_and_pngs(tmp_path):
+    results, out_dir = tmp_path / "results", tmp_path / "board"
+    for seed in range(2):
+        save(results, record(seed=seed, acc=0.8 + seed / 50))
+        save(results, record(method="other", seed=seed, acc=0.7))
+        save(results, record(proto=protocol("noise30", rate=30), seed=seed, acc=0.6))
+        save(results, record(proto=protocol("noise30", rate=30), method="other", seed=seed, acc=0.65))
+    out = build_leaderboard(results, out_dir)
+    assert Path(out["markdown"]) == out_dir / "leaderboard.md"
+    assert not (results / "leaderboard.md").exists()
+    names = {p.name for p in out["plots"]}
+    assert "synthfer-accuracy_vs_noise.png" in names
+    for kind in ("confusion", "reliability", "rejection"):
+        assert f"synthfer-clean-{kind}.png" in names and f"synthfer-noise30-{kind}.png" in names
+    for p in out["plots"]:
+        assert p.parent == out_dir and p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 1000
+    md = Path(out["markdown"]).read_text()
+    assert "(synthfer-clean-confusion.png)" in md
+    assert not list(out_dir.glob(".*.tmp"))
+
+
+def test_out_dir_defaults_to_results_dir(tmp_path):
+    save(tmp_path, record())
+    out = build_leaderboard(tmp_path, with_plots=False)
+    assert Path(out["markdown"]) == tmp_path / "leaderboard.md"
+
+
+def test_empty_results_dir(tmp_path):
+    out = build_leaderboard(tmp_path)
+    assert out["tables"] == {} and out["plots"] == []
+    assert "No results found" in Path(out["markdown"]).read_text()
