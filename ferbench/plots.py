@@ -119,8 +119,8 @@ def confusion_grid(path, title: str, panels) -> Path:
                             fontsize=size, color="white" if norm[i, j] > 0.5 else "black")
         ax.set_xlabel("predicted", fontsize=8)
         ax.set_ylabel("true", fontsize=8)
-        seeds = "seed" if len(mats) == 1 else "seeds"
-        ax.set_title(f"{_text(name, 40)}\n({len(mats)} {seeds} pooled)", fontsize=8)
+        seeds = "1 seed" if len(mats) == 1 else f"{len(mats)} seeds pooled"
+        ax.set_title(f"{_text(name, 40)}\n({seeds})", fontsize=8)
     for ax in axes.flat[len(shown):]:
         ax.axis("off")
     cut = f" (first {MAX_PANELS} of {len(panels)} methods)" if len(panels) > MAX_PANELS else ""

@@ -1,4 +1,4 @@
-"""AffectNet adapter: official CSVs (face crop, dropped codes, valence/arousal), lists, ESR export."""
+"""AffectNet adapter: official CSVs (crop, dropped codes, valence/arousal), lists, ESR export."""
 
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ def _official(root, images=("aligned",)):
         "".join(f"{n} {c}\n" for n, c in rows))
     for i, (n, _) in enumerate(rows):
         if "aligned" in images:
-            write_image(root / "Image" / "aligned" / n.replace(".jpg", "_aligned.jpg"), i, mode="RGB")
+            aligned = n.replace(".jpg", "_aligned.jpg")
+            write_image(root / "Image" / "aligned" / aligned, i, mode="RGB")
         if "original" in images:
             write_image(root / "Image" / "original" / n, 100 + i, size=64, mode="RGB")
     return rows

@@ -1,4 +1,4 @@
-"""Leaderboard tables and plots, built from synthetic result records written as docs/results.md says."""
+"""Leaderboard tables and plots, from synthetic records written as docs/results.md describes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ferbench import plots
 from ferbench.leaderboard import build_leaderboard, escape
 from ferbench.results import RunKey, config_hash, write_json
 
@@ -20,7 +21,8 @@ def protocol(pid: str = "clean", rate: float | None = None, noise_hash: str | No
     """A record's `protocol` section as protocols.py builds it: clean, generated noise (`rate`
     in percent, as in noise30), a noise file (`noise_hash`), or anything else (cross)."""
     if pid == "clean":
-        return {"id": pid, "family": "clean", "params": params, "label": label or pid, "noise": None}
+        return {"id": pid, "family": "clean", "params": params, "label": label or pid,
+                "noise": None}
     if rate is None and noise_hash is None:
         return {"id": pid, "family": pid.split("-")[0], "params": params, "label": label or pid,
                 "noise": None}
@@ -32,12 +34,12 @@ def protocol(pid: str = "clean", rate: float | None = None, noise_hash: str | No
     return {"id": pid, "family": family, "params": params, "label": label or pid, "noise": noise}
 
 
-def record(dataset="synthfer", proto=None, method="baseline", seed=0, method_cfg=None, engine_cfg=None,
-           acc=0.8, metrics=None, oracle_acc=None, confusion=None, per_class=None) -> dict:
-    """A minimal valid schema-1 record; metrics default from `acc`."""
+def record(dataset="synthfer", proto=None, method="baseline", seed=0, method_cfg=None,
+           engine_cfg=None, acc=0.8, metrics=None, oracle_acc=None, per_class=None) -> dict:
+    """A minimal valid schema-1 record; the metrics follow from `acc` unless given."""
     proto = proto or protocol()
-    cfg = {"method": {"lr": 0.01, **(method_cfg or {})}, "engine": {"epochs": 2, **(engine_cfg or {})},
-           "data": {"image_size": 32}}
+    cfg = {"method": {"lr": 0.01, **(method_cfg or {})},
+           "engine": {"epochs": 2, **(engine_cfg or {})}, "data": {"image_size": 32}}
     chash = config_hash(cfg)
     cfg["protocol"] = {"id": proto["id"], **proto["params"]}
     m = {"test_acc": acc, "test_mean_class_acc": acc - 0.01, "test_macro_f1": acc - 0.02,
@@ -56,8 +58,10 @@ def record(dataset="synthfer", proto=None, method="baseline", seed=0, method_cfg
                    "preset_source": "ferbench"},
         "config": cfg,
         "dataset": {"name": dataset, "layout": "synthfer", "classes": CLASSES,
-                    "fingerprints": {"train": "a", "test": "b"}, "n_train": 60, "n_test": 30, "notes": ""},
-        "versions": {"ferbench": "0.1.0", "torch": "2.4", "timm": "1.0", "python": "3.11", "plugin": None},
+                    "fingerprints": {"train": "a", "test": "b"}, "n_train": 60, "n_test": 30,
+                    "notes": ""},
+        "versions": {"ferbench": "0.1.0", "torch": "2.4", "timm": "1.0", "python": "3.11",
+                     "plugin": None},
         "device": {"type": "cpu", "name": "cpu", "threads": 4},
         "precision": "fp32",
         "wall_time_s": 1.0,
@@ -66,7 +70,7 @@ def record(dataset="synthfer", proto=None, method="baseline", seed=0, method_cfg
         "oracle": None if oracle_acc is None else {"test_acc": oracle_acc, "epoch": 1},
         "selected": None,
         "per_class": per_class or {c: acc for c in CLASSES},
-        "confusion": confusion or [[8, 1, 1], [2, 7, 1], [0, 3, 7]],
+        "confusion": [[8, 1, 1], [2, 7, 1], [0, 3, 7]],
         "reliability": {"confidence": [0.1 * (i + 0.5) if i < 10 else None for i in range(15)],
                         "accuracy": [0.1 * i if i < 10 else None for i in range(15)],
                         "count": [3 if i < 10 else 0 for i in range(15)]},
@@ -78,14 +82,13 @@ def record(dataset="synthfer", proto=None, method="baseline", seed=0, method_cfg
 
 
 def save(out: Path, rec: dict) -> Path:
-    key = RunKey(**rec["key"])
-    path = key.result_path(out)
+    path = RunKey(**rec["key"]).result_path(out)
     write_json(path, rec)
     return path
 
 
 def pipes(line: str) -> int:
-    """Table separators: pipes not escaped by an odd run of backslashes."""
+    """Cell separators: pipes not escaped by an odd run of backslashes."""
     count, slashes = 0, 0
     for ch in line:
         if ch == "|" and slashes % 2 == 0:
@@ -100,8 +103,7 @@ def table_blocks(markdown: str) -> list[list[str]]:
         if line.startswith("|"):
             cur.append(line)
         elif cur:
-            blocks.append(cur)
-            cur = []
+            blocks, cur = blocks + [cur], []
     return blocks + ([cur] if cur else [])
 
 
@@ -110,8 +112,7 @@ def test_mean_std_over_seeds_and_n(tmp_path):
         save(tmp_path, record(seed=seed, acc=acc))
     save(tmp_path, record(method="other", acc=0.7))
     out = build_leaderboard(tmp_path, with_plots=False)
-    main = out["tables"]["synthfer"]["main"]
-    cell = main.cell("baseline", "clean")
+    cell = out["tables"]["synthfer"]["main"].cell("baseline", "clean")
     assert cell.n == 3
     assert cell.mean == pytest.approx(np.mean([0.80, 0.82, 0.85]))
     assert cell.std == pytest.approx(np.std([0.80, 0.82, 0.85], ddof=1))
@@ -122,13 +123,21 @@ def test_mean_std_over_seeds_and_n(tmp_path):
     assert "Read 4 result files" in text and "everything but the training seed" in text
 
 
+def test_missing_metric_is_not_counted(tmp_path):
+    save(tmp_path, record(seed=0, acc=0.8))
+    save(tmp_path, record(seed=1, acc=0.9, metrics={"test_ece": None}))
+    t = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]
+    assert t["main"].cell("baseline", "clean").n == 2
+    assert t["calibration"]["clean"].cell("baseline", "ECE (%)").n == 1
+
+
 def test_variants_get_rows_named_by_differing_keys(tmp_path):
     for seed in range(2):
         save(tmp_path, record(seed=seed, acc=0.8 + seed / 100, method_cfg={"lr": 0.1}))
         # engine.seed differs too, but a seed never names a variant
-        save(tmp_path, record(seed=seed, acc=0.7, method_cfg={"lr": 0.01}, engine_cfg={"seed": 5}))
-    out = build_leaderboard(tmp_path, with_plots=False)
-    main = out["tables"]["synthfer"]["main"]
+        save(tmp_path, record(seed=seed, acc=0.7, method_cfg={"lr": 0.01},
+                              engine_cfg={"seed": 5}))
+    main = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]["main"]
     assert sorted(main.rows) == ["baseline (method.lr=0.01)", "baseline (method.lr=0.1)"]
     assert main.cell("baseline (method.lr=0.1)", "clean").mean == pytest.approx(0.805)
     assert main.cell("baseline (method.lr=0.01)", "clean").n == 2
@@ -144,30 +153,32 @@ def test_config_hash_that_only_tracks_the_protocol_is_one_row(tmp_path):
 
 
 def test_columns_ordered_and_noise_files_never_share_a_cell(tmp_path):
+    noisefile = dict(noise_hash="abcdef0123456789", source="file")
     save(tmp_path, record(proto=protocol("cross-ckplus", label="cross→ckplus"), acc=0.5))
     save(tmp_path, record(proto=protocol("noise30", rate=30), acc=0.6))
     save(tmp_path, record(proto=protocol("noise10", rate=10), acc=0.75))
-    save(tmp_path, record(proto=protocol("noisefile:n01", noise_hash="abcdef0123456789", source="file",
-                                   path="/data/n01.txt"), acc=0.7))
+    # one noise file read from two places: one column (the hash names the file)
+    save(tmp_path, record(proto=protocol("noisefile:n01", path="/a/n01.txt", **noisefile)))
+    save(tmp_path, record(proto=protocol("noisefile:n01", path="/b/n01.txt", **noisefile), seed=1))
     save(tmp_path, record(acc=0.8))
-    # two noise files for noise20 (different noise seeds): two columns, never averaged
-    save(tmp_path, record(proto=protocol("noise20", rate=20, noise_hash="aaaaaa1111111111"), acc=0.65))
-    save(tmp_path, record(proto=protocol("noise20", rate=20, noise_hash="bbbbbb2222222222"), acc=0.55,
-                          seed=1))
+    # two noise files for noise20 (other noise seeds): two columns, never averaged
+    for seed, (h, acc) in enumerate([("aaaaaa1111111111", 0.65), ("bbbbbb2222222222", 0.55)]):
+        save(tmp_path, record(proto=protocol("noise20", rate=20, noise_hash=h), acc=acc, seed=seed))
     main = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]["main"]
     assert main.columns == ["clean", "noise10", "noise20 #aaaaaa", "noise20 #bbbbbb", "noise30",
                             "noisefile:n01", "cross→ckplus"]
     assert main.cell("baseline", "noise20 #aaaaaa").values == [0.65]
     assert main.cell("baseline", "noise20 #bbbbbb").values == [0.55]
+    assert main.cell("baseline", "noisefile:n01").n == 2
 
 
 def test_bold_marks_best_highest_accuracy_and_lowest_ece(tmp_path):
     save(tmp_path, record(method="good", acc=0.9, metrics={"test_ece": 0.20}))
     save(tmp_path, record(method="calibrated", acc=0.6, metrics={"test_ece": 0.01}))
-    out = build_leaderboard(tmp_path, with_plots=False)
-    t = out["tables"]["synthfer"]
+    t = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]
     assert t["main"].best("clean") == {"good"}
     assert t["calibration"]["clean"].best("ECE (%)") == {"calibrated"}
+    assert t["calibration"]["clean"].best("NLL") == set()     # every row ties: nothing bold
     md = t["main"].markdown()
     assert "**90.00 (n=1)**" in md and "**60.00" not in md
     assert "**1.00 (n=1)**" in t["calibration"]["clean"].markdown()
@@ -176,8 +187,7 @@ def test_bold_marks_best_highest_accuracy_and_lowest_ece(tmp_path):
 def test_escaping_keeps_tables_intact(tmp_path):
     weird = "a|b*c_d `x` <y>\nz"
     save(tmp_path, record(method=weird, acc=0.9))
-    save(tmp_path, record(method="plain", acc=0.8,
-                          proto=protocol("clean", label="cl|ean\n_x_")))
+    save(tmp_path, record(method="plain", acc=0.8, proto=protocol("clean", label="cl|ean\n_x_")))
     out = build_leaderboard(tmp_path, with_plots=False)
     md = Path(out["markdown"]).read_text()
     assert escape(weird) == r"a\|b\*c\_d \`x\` \<y\> z"
@@ -186,6 +196,7 @@ def test_escaping_keeps_tables_intact(tmp_path):
     assert blocks
     for block in blocks:
         assert len({pipes(line) for line in block}) == 1, block
+        assert len(block) == 4      # header, rule, two methods
 
 
 def test_oracle_in_its_own_table(tmp_path):
@@ -196,6 +207,7 @@ def test_oracle_in_its_own_table(tmp_path):
     assert t["oracle"].cell("baseline", "clean").values == [0.86]
     assert t["oracle"].rows == ["baseline"]
     assert "oracle" in t["oracle"].title.lower() and "oracle" not in t["main"].title.lower()
+    assert t["selected"] is None
 
 
 def test_noise_tables_only_for_noise_protocols(tmp_path):
@@ -224,28 +236,32 @@ def test_per_class_ambiguity_and_size_tables(tmp_path):
     assert t["size"].text("baseline", "FLOPs / image") == "1.80 G"
 
 
-def test_unreadable_files_skipped_and_listed(tmp_path):
-    save(tmp_path, record())
+def test_unreadable_and_duplicate_files_skipped_and_listed(tmp_path):
+    first = save(tmp_path, record())
     bad = tmp_path / "synthfer" / "clean" / "broken" / "abc" / "seed0.json"
     bad.parent.mkdir(parents=True)
     bad.write_text("{not json")
     other = tmp_path / "synthfer" / "clean" / "future" / "abc" / "seed0.json"
     other.parent.mkdir(parents=True)
     other.write_text(json.dumps({"schema": 2}))
+    copy = tmp_path / "copy" / "seed0.json"      # the same run again, elsewhere
+    write_json(copy, record())
     out = build_leaderboard(tmp_path, with_plots=False)
     assert out["n_read"] == 1
-    assert {p for p, _ in out["skipped"]} == {str(bad), str(other)}
+    skipped = {p for p, _ in out["skipped"]}
+    assert skipped - {str(first), str(copy)} == {str(bad), str(other)}
+    assert len(skipped & {str(first), str(copy)}) == 1     # one of the two copies is read
     md = Path(out["markdown"]).read_text()
-    assert "## Skipped files" in md and "broken" in md and "future" in md
+    assert "## Skipped files" in md and "broken" in md and "future" in md and "duplicate" in md
 
 
 def test_output_dir_and_pngs(tmp_path):
     results, out_dir = tmp_path / "results", tmp_path / "board"
     for seed in range(2):
-        save(results, record(seed=seed, acc=0.8 + seed / 50))
-        save(results, record(method="other", seed=seed, acc=0.7))
-        save(results, record(proto=protocol("noise30", rate=30), seed=seed, acc=0.6))
-        save(results, record(proto=protocol("noise30", rate=30), method="other", seed=seed, acc=0.65))
+        for method, clean, noisy in [("baseline", 0.8 + seed / 50, 0.6), ("other", 0.7, 0.65)]:
+            save(results, record(method=method, seed=seed, acc=clean))
+            save(results, record(proto=protocol("noise30", rate=30), method=method, seed=seed,
+                                 acc=noisy))
     out = build_leaderboard(results, out_dir)
     assert Path(out["markdown"]) == out_dir / "leaderboard.md"
     assert not (results / "leaderboard.md").exists()
@@ -255,9 +271,15 @@ def test_output_dir_and_pngs(tmp_path):
         assert f"synthfer-clean-{kind}.png" in names and f"synthfer-noise30-{kind}.png" in names
     for p in out["plots"]:
         assert p.parent == out_dir and p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 1000
-    md = Path(out["markdown"]).read_text()
-    assert "(synthfer-clean-confusion.png)" in md
+    assert "(synthfer-clean-confusion.png)" in Path(out["markdown"]).read_text()
     assert not list(out_dir.glob(".*.tmp"))
+
+
+def test_confusion_grid_caps_panels_and_survives_odd_names(tmp_path):
+    panels = [(f"m$ethod {i}\nx", [[[5, 1], [2, 4]]], ["a", "b"])
+              for i in range(plots.MAX_PANELS + 2)]
+    path = plots.confusion_grid(tmp_path / "grid.png", "ds · clean", panels)
+    assert path.read_bytes()[:8] == PNG_MAGIC
 
 
 def test_out_dir_defaults_to_results_dir(tmp_path):

@@ -1,4 +1,4 @@
-"""Private helpers for the list- and folder-based adapters (RAF-DB, AffectNet, JAFFE, imagefolder)."""
+"""Private helpers shared by the list- and folder-based adapters (rafdb, affectnet, jaffe, ...)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""AffectNet (manually annotated, 7 or 8 classes) with valence and arousal where the files carry them.
+"""AffectNet (manually annotated, 7 or 8 classes), with valence and arousal where files carry them.
 
 AffectNet's test set is not public: every layout's held-out split is the official
 validation set (500 images per class), which the papers report as "test".
@@ -53,6 +53,7 @@ class AffectNet(DatasetAdapter):
                         "<id>s<expr>s<valence>s<arousal>.jpg, or class folders)",
     }
     options = {"classes": 8, "crop": True}
+    native_labels = dict(enumerate(NATIVE))
 
     def detect(self, root: Path) -> list[str]:
         found = []

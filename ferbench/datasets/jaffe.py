@@ -27,6 +27,7 @@ class JAFFE(DatasetAdapter):
     """JAFFE's original flat folder; one split, `all`, for train and test roles alike."""
 
     name = "jaffe"
+    grey = True
     description = "JAFFE lab-posed expressions (7 classes, 213 images, 10 subjects)"
     layouts = {"flat": "one folder of images named like KA.AN1.39.tiff"}
     options: dict[str, Any] = {}

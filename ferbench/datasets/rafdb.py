@@ -42,6 +42,8 @@ class RAFDB(DatasetAdapter):
         "numeric_folders": "train/1..7/, test/1..7/ (RAF order), or 0..6 with --label-order",
     }
     options = {"images": "aligned", "label_order": ""}
+    # The SCN/RUL/EAC noise lists use the 1-based codes of list_patition_label.txt.
+    native_labels = dict(zip(range(1, 8), RAF_ORDER))
 
     def detect(self, root: Path) -> list[str]:
         found = []

@@ -1,0 +1,81 @@
+"""The engine: determinism, resume after an interruption, phases, and the baseline's contract."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ferbench.engine import split_epochs
+from ferbench.runner import RunRequest, run
+from ferbench.testing import check_method
+
+TINY = {"n_train": 96, "n_test": 48}
+
+
+def _request(out, **kw):
+    base = dict(methods=["baseline"], protocols=["noise30"], data_options=TINY,
+                flags={"epochs": 3, "batch_size": 16, "device": "cpu", "precision": "fp32"},
+                out=str(out), leaderboard=False, show_progress=False)
+    base.update(kw)
+    return RunRequest(**base)
+
+
+def _result(paths):
+    record = json.loads(paths[0].read_text())
+    arrays = np.load(paths[0].with_suffix(".npz"))
+    return record, arrays
+
+
+def test_same_seed_gives_bit_identical_results(tmp_path):
+    a, arr_a = _result(run(_request(tmp_path / "a")))
+    b, arr_b = _result(run(_request(tmp_path / "b")))
+    assert np.array_equal(arr_a["test_probs"], arr_b["test_probs"])
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+
+
+def test_another_seed_trains_differently_on_the_same_noise(tmp_path):
+    a, arr_a = _result(run(_request(tmp_path / "a")))
+    b, arr_b = _result(run(_request(tmp_path / "b", seeds=[1])))
+    assert not np.array_equal(arr_a["test_probs"], arr_b["test_probs"])
+    assert a["protocol"]["noise"]["hash"] == b["protocol"]["noise"]["hash"]
+
+
+def test_resume_after_an_interruption_gives_the_same_result(tmp_path, monkeypatch):
+    full, arr_full = _result(run(_request(tmp_path / "full")))
+
+    from ferbench import engine as engine_mod
+
+    original = engine_mod.Engine.__init__
+
+    def interrupt_after_two(self, *a, **kw):
+        original(self, *a, **kw)
+        self.max_epochs_this_call = 2
+
+    monkeypatch.setattr(engine_mod.Engine, "__init__", interrupt_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run(_request(tmp_path / "resumed"))
+    assert not list((tmp_path / "resumed").rglob("seed0.json")), "an interrupted run left a result"
+    assert list((tmp_path / "resumed").rglob("checkpoint.pt"))
+    monkeypatch.setattr(engine_mod.Engine, "__init__", original)
+
+    resumed, arr_resumed = _result(run(_request(tmp_path / "resumed", resume=True)))
+    assert resumed["resumed_from_epoch"] == 2
+    assert np.array_equal(arr_full["test_probs"], arr_resumed["test_probs"])
+    assert [h["loss"] for h in full["history"]] == [h["loss"] for h in resumed["history"]]
+    assert not list((tmp_path / "resumed").rglob("checkpoint.pt")), "checkpoint left behind"
+
+
+def test_stage_lengths_never_round_a_stage_away():
+    assert split_epochs(10, [0.1, 0.9]) == [1, 9]
+    assert split_epochs(2, [0.05, 0.95]) == [1, 1]
+    assert split_epochs(3, [1, 1, 1]) == [1, 1, 1]
+    assert sum(split_epochs(7, [0.3, 0.3, 0.4])) == 7
+    assert split_epochs(0, [0.5, 0.5]) == [0, 0]
+
+
+def test_baseline_meets_the_method_contract(tmp_path):
+    report = check_method("baseline", workdir=tmp_path)
+    assert report["loss_last"] < report["loss_first"]
+    assert report["results"]
