@@ -1,0 +1,406 @@
+"""Plugins: a third party's package is discovered, and a broken or greedy one breaks nothing else.
+
+Third-party plugins arrive here the way they do on a user's machine: an installed
+distribution (a `*.dist-info` folder with METADATA and entry_points.txt) that
+registers an entry point in the group `ferbench`, on `sys.path`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ferbench import hookimpl, plugins
+from ferbench.cli import cli
+from ferbench.errors import ConfigError
+from ferbench.plugins import ENTRY_POINT_GROUP, build_registry, describe
+
+REPO = Path(__file__).resolve().parents[1]
+BUILTIN_METHODS = {"baseline"}
+BUILTIN_DATASETS = {"synthfer", "fer2013", "ferplus", "ckplus", "rafdb", "affectnet", "jaffe",
+                    "imagefolder"}
+BUILTIN_PROTOCOLS = {"clean", "noise", "noise_file", "cross"}
+
+
+class Site:
+    """A folder on sys.path into which a test installs plugin distributions."""
+
+    def __init__(self, tmp_path: Path, monkeypatch):
+        self.tmp_path, self.monkeypatch = tmp_path, monkeypatch
+        self.modules: list[str] = []
+        self.folders = 0
+
+    def install(self, dist: str, module: str, source: str, version: str = "0.1",
+                entry: str | None = None) -> Path:
+        """Install `dist` (one module, one entry point) in a folder of its own, first on sys.path.
+
+        The distribution installed last comes first on sys.path, so its entry point loads first.
+        """
+        self.folders += 1
+        folder = self.tmp_path / f"site{self.folders}"
+        info = folder / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        (info / "entry_points.txt").write_text(
+            f"[{ENTRY_POINT_GROUP}]\n{entry or dist} = {module}\n")
+        (folder / f"{module}.py").write_text(textwrap.dedent(source))
+        self.modules.append(module)
+        self.monkeypatch.syspath_prepend(str(folder))
+        return folder
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    monkeypatch.delenv("FERBENCH_LOAD_PLUGINS", raising=False)
+    s = Site(tmp_path, monkeypatch)
+    yield s
+    for name in s.modules:
+        sys.modules.pop(name, None)
+
+
+GOOD = """
+    from ferbench import hookimpl
+
+    class Echo:
+        '''A method that repeats what it saw.'''
+
+    class EchoFaces:
+        name = "echo-faces"
+
+    @hookimpl
+    def ferbench_register_methods(register):
+        register("echo", Echo)
+        register("echo-div", Echo)
+
+    @hookimpl
+    def ferbench_register_datasets(register):
+        register("echo-faces", EchoFaces())
+"""
+
+
+def _claims(name: str, kind: str = "methods") -> str:
+    """Source of a plugin module that registers `name` as a method (or dataset)."""
+    hook = {"methods": "ferbench_register_methods", "datasets": "ferbench_register_datasets"}[kind]
+    return f"""
+        from ferbench import hookimpl
+
+        class Thing:
+            pass
+
+        @hookimpl
+        def {hook}(register):
+            register({name!r}, Thing)
+    """
+
+
+def _third_party(reg):
+    return {n: p for n, p in reg.plugins.items() if not p.builtin}
+
+
+def _assert_builtins_intact(reg):
+    assert BUILTIN_METHODS <= set(reg.methods)
+    assert BUILTIN_DATASETS <= set(reg.datasets)
+    assert BUILTIN_PROTOCOLS <= set(reg.protocols)
+    for p in reg.plugins.values():
+        if p.builtin:
+            assert p.errors == [], (p.name, p.errors)
+
+
+# --- installed distributions, found through entry points -------------------------------------
+
+
+def test_installed_plugin_shows_its_methods_and_datasets_with_name_and_version(site):
+    site.install("ferbench-echo", "ferbench_echo", GOOD, version="1.2.3")
+    reg = build_registry()
+
+    module = sys.modules["ferbench_echo"]
+    assert reg.get("methods", "echo") is module.Echo
+    assert reg.get("methods", "echo-div") is module.Echo
+    assert isinstance(reg.get("datasets", "echo-faces"), module.EchoFaces)
+    for kind, name in (("methods", "echo"), ("datasets", "echo-faces")):
+        provided = getattr(reg, kind)[name]
+        assert (provided.plugin, provided.version) == ("ferbench-echo", "1.2.3")
+    info = reg.plugins["ferbench-echo"]
+    assert not info.builtin and info.errors == []
+    assert info.registered == {"methods": ["echo", "echo-div"], "datasets": ["echo-faces"]}
+    _assert_builtins_intact(reg)
+
+    listed = describe(reg)
+    assert {"name": "echo", "plugin": "ferbench-echo", "version": "1.2.3"} in listed["methods"]
+    row = next(p for p in listed["plugins"] if p["name"] == "ferbench-echo")
+    assert row["builtin"] is False and row["errors"] == []
+
+
+def test_plugin_that_fails_to_import_is_listed_with_its_error_and_the_rest_works(site):
+    site.install("ferbench-echo", "ferbench_echo", GOOD)
+    site.install("ferbench-broken", "ferbench_broken", """
+        raise ImportError("ferbench-broken needs libfoo, which is not installed")
+    """)
+    reg = build_registry()
+
+    broken = reg.plugins["ferbench-broken"]
+    assert not broken.builtin and broken.registered == {}
+    assert len(broken.errors) == 1
+    assert "ImportError" in broken.errors[0]
+    assert "needs libfoo" in broken.errors[0]
+    assert "ferbench_broken" in broken.errors[0]  # the entry point that failed
+    assert "echo" in reg.methods and reg.plugins["ferbench-echo"].errors == []
+    _assert_builtins_intact(reg)
+
+
+def test_plugin_whose_hook_raises_is_listed_and_that_hooks_registrations_dropped(site):
+    site.install("ferbench-flaky", "ferbench_flaky", """
+        from ferbench import hookimpl
+
+        class Half:
+            pass
+
+        @hookimpl
+        def ferbench_register_methods(register):
+            register("half-registered", Half)
+            raise RuntimeError("checkpoint index is corrupt")
+
+        @hookimpl
+        def ferbench_register_datasets(register):
+            register("flaky-faces", Half())
+    """)
+    site.install("ferbench-echo", "ferbench_echo", GOOD)
+    reg = build_registry()
+
+    flaky = reg.plugins["ferbench-flaky"]
+    assert "half-registered" not in reg.methods
+    assert len(flaky.errors) == 1
+    err = flaky.errors[0]
+    assert "ferbench_register_methods" in err
+    assert "RuntimeError: checkpoint index is corrupt" in err
+    assert re.search(r"ferbench_flaky\.py:\d+", err), err
+    # Only the hook that raised loses its registrations; the plugin's other hook still counts.
+    assert "flaky-faces" in reg.datasets
+    assert flaky.registered == {"datasets": ["flaky-faces"]}
+    assert "echo" in reg.methods
+    _assert_builtins_intact(reg)
+
+
+def test_plugin_cannot_replace_a_builtin_name(site):
+    site.install("ferbench-usurper", "ferbench_usurper", """
+        from ferbench import hookimpl
+
+        class FakeBaseline:
+            pass
+
+        class Mine:
+            pass
+
+        @hookimpl
+        def ferbench_register_methods(register):
+            register("baseline", FakeBaseline)
+            register("mine", Mine)
+    """)
+    reg = build_registry()
+
+    assert reg.methods["baseline"].plugin == "ferbench.methods.builtin"
+    assert reg.get("methods", "baseline").__module__.startswith("ferbench.")
+    usurper = reg.plugins["ferbench-usurper"]
+    assert usurper.errors == ["method 'baseline' is already registered by "
+                              "ferbench.methods.builtin; skipped"]
+    assert usurper.registered == {"methods": ["mine"]}
+    assert reg.methods["mine"].plugin == "ferbench-usurper"
+    _assert_builtins_intact(reg)
+
+
+def test_two_plugins_claiming_one_name_first_loaded_keeps_it(site):
+    site.install("ferbench-beta", "ferbench_beta", _claims("twin"))
+    site.install("ferbench-alpha", "ferbench_alpha", _claims("twin"))  # first on sys.path
+    reg = build_registry()
+
+    order = list(_third_party(reg))
+    assert order == ["ferbench-alpha", "ferbench-beta"]
+    assert reg.methods["twin"].plugin == "ferbench-alpha"
+    assert reg.get("methods", "twin") is sys.modules["ferbench_alpha"].Thing
+    assert reg.plugins["ferbench-alpha"].errors == []
+    assert reg.plugins["ferbench-beta"].errors == [
+        "method 'twin' is already registered by ferbench-alpha; skipped"]
+    assert reg.plugins["ferbench-beta"].registered == {}
+
+
+def test_load_plugins_variable_restricts_which_entry_points_load(site, monkeypatch):
+    site.install("ferbench-alpha", "ferbench_alpha", _claims("alpha-method"), entry="alpha")
+    site.install("ferbench-beta", "ferbench_beta", _claims("beta-method"), entry="beta")
+
+    monkeypatch.setenv("FERBENCH_LOAD_PLUGINS", "ferbench-alpha")  # by distribution name
+    reg = build_registry()
+    assert set(_third_party(reg)) == {"ferbench-alpha"}
+    assert "alpha-method" in reg.methods and "beta-method" not in reg.methods
+
+    monkeypatch.setenv("FERBENCH_LOAD_PLUGINS", " beta , nonexistent")  # by entry point name
+    assert set(_third_party(build_registry())) == {"ferbench-beta"}
+
+    monkeypatch.setenv("FERBENCH_LOAD_PLUGINS", "")  # empty: built-ins only
+    reg = build_registry()
+    assert _third_party(reg) == {}
+    _assert_builtins_intact(reg)
+
+    monkeypatch.delenv("FERBENCH_LOAD_PLUGINS")
+    assert {"ferbench-alpha", "ferbench-beta"} <= set(_third_party(build_registry()))
+
+
+def test_ferbench_list_names_a_broken_plugin_and_still_lists_the_rest(site, monkeypatch):
+    site.install("ferbench-echo", "ferbench_echo", GOOD, version="0.3")
+    site.install("ferbench-broken", "ferbench_broken", "import ferbench_no_such_dependency\n")
+    monkeypatch.setattr(plugins, "_REGISTRY", None)  # the process-wide registry, rebuilt here
+
+    result = CliRunner().invoke(cli, ["list"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert re.search(r"^echo\s+ferbench-echo\s+0\.3$", out, re.M), out
+    assert re.search(r"^baseline\s+ferbench\.methods\.builtin", out, re.M), out
+    assert "Plugin problems:" in out
+    assert re.search(r"^  ferbench-broken: failed to load entry point .*ModuleNotFoundError"
+                     r".*ferbench_no_such_dependency", out, re.M), out
+
+
+# --- unit tests: plugin objects handed to build_registry directly ----------------------------
+
+
+class TwoMethods:
+    @hookimpl
+    def ferbench_register_methods(self, register):
+        register("unit-a", dict)
+        register("unit-b", list)
+
+    @hookimpl
+    def ferbench_register_protocols(self, register):
+        register("unit-protocol", object())
+
+
+def test_extra_plugin_object_registers_its_names():
+    plugin = TwoMethods()
+    reg = build_registry(extra_plugins=[plugin])
+    assert reg.get("methods", "unit-a") is dict and reg.get("methods", "unit-b") is list
+    assert "unit-protocol" in reg.protocols
+    provider = reg.methods["unit-a"].plugin
+    assert reg.plugins[provider].registered == {"methods": ["unit-a", "unit-b"],
+                                               "protocols": ["unit-protocol"]}
+    assert reg.plugins[provider].errors == []
+    _assert_builtins_intact(reg)
+    # Nothing leaks into the next registry: every build starts from a fresh manager.
+    assert "unit-a" not in build_registry().methods
+
+
+def test_extra_plugin_hook_that_raises_is_isolated():
+    class Raises:
+        @hookimpl
+        def ferbench_register_methods(self, register):
+            register("never", int)
+            raise KeyError("missing config key")
+
+    class Fine:
+        @hookimpl
+        def ferbench_register_methods(self, register):
+            register("fine", float)
+
+    reg = build_registry(extra_plugins=[Raises(), Fine()])
+    assert "never" not in reg.methods and reg.get("methods", "fine") is float
+    errors = [e for p in reg.plugins.values() for e in p.errors]
+    assert len(errors) == 1 and "ferbench_register_methods raised KeyError" in errors[0]
+    assert "missing config key" in errors[0]
+    assert "test_plugins.py:" in errors[0]
+
+
+def test_extra_plugin_name_collisions_are_reported_against_the_later_one():
+    class First:
+        @hookimpl
+        def ferbench_register_datasets(self, register):
+            register("shared-name", "first")
+            register("synthfer", "not the built-in")
+
+    class Second:
+        @hookimpl
+        def ferbench_register_datasets(self, register):
+            register("shared-name", "second")
+
+    reg = build_registry(extra_plugins=[First(), Second()])
+    assert reg.get("datasets", "shared-name") == "first"
+    assert reg.datasets["synthfer"].plugin == "ferbench.datasets.builtin"
+    first, second = (reg.plugins[reg.datasets["shared-name"].plugin],
+                     next(p for p in reg.plugins.values() if p.name.startswith("Second")))
+    assert first.errors == ["dataset 'synthfer' is already registered by "
+                            "ferbench.datasets.builtin; skipped"]
+    assert second.errors == [f"dataset 'shared-name' is already registered by {first.name}; "
+                             f"skipped"]
+
+
+def test_extra_plugin_with_a_hook_signature_that_breaks_the_spec_is_reported():
+    class WrongSignature:
+        @hookimpl
+        def ferbench_register_methods(self, register, device):  # `device` is not in the spec
+            register("wrong", int)
+
+    reg = build_registry(extra_plugins=[WrongSignature()])
+    info = next(p for p in reg.plugins.values() if p.name.startswith("WrongSignature"))
+    assert len(info.errors) == 1 and info.errors[0].startswith("cannot register:")
+    assert "wrong" not in reg.methods
+    _assert_builtins_intact(reg)
+
+
+def test_unknown_name_suggests_the_closest():
+    reg = build_registry()
+    with pytest.raises(ConfigError, match=r"unknown method 'baselin'; did you mean 'baseline'\?"):
+        reg.get("methods", "baselin")
+    with pytest.raises(ConfigError, match=r"did you mean 'ferplus'\?"):
+        reg.get("datasets", "ferplsu")
+
+
+# --- integration: the real command in a fresh process ----------------------------------------
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _declared_plugins() -> dict[str, Path]:
+    """{project name: pyproject} of every package in plugins/ that declares a ferbench entry point."""
+    out = {}
+    for pyproject in sorted((REPO / "plugins").glob("*/pyproject.toml")):
+        project = tomllib.loads(pyproject.read_text()).get("project", {})
+        if project.get("entry-points", {}).get(ENTRY_POINT_GROUP):
+            out[_normalise(project["name"])] = pyproject
+    return out
+
+
+def test_ferbench_list_json_shows_builtins_and_every_plugin_of_this_repository():
+    env = {k: v for k, v in os.environ.items() if k != "FERBENCH_LOAD_PLUGINS"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "from ferbench.cli import main; main()", "list", "--json"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+
+    assert BUILTIN_METHODS <= {m["name"] for m in info["methods"]}
+    assert BUILTIN_DATASETS <= {d["name"] for d in info["datasets"]}
+    assert BUILTIN_PROTOCOLS <= {p["name"] for p in info["protocols"]}
+    for kind in ("methods", "datasets", "protocols"):
+        for row in info[kind]:
+            assert set(row) == {"name", "plugin", "version"}
+    builtin = {p["name"] for p in info["plugins"] if p["builtin"]}
+    assert builtin == set(plugins.DEFAULT_PLUGINS)
+
+    discovered = {_normalise(p["name"]): p for p in info["plugins"] if not p["builtin"]}
+    declared = _declared_plugins()
+    missing = set(declared) - set(discovered)
+    assert not missing, (f"not discovered (install with `pip install -e plugins/<dir>`): "
+                         f"{sorted(str(declared[m].parent) for m in missing)}")
+    assert set(discovered) == set(declared), f"installed but not in plugins/: {sorted(discovered)}"
+    for name, row in discovered.items():
+        assert row["errors"] == [], f"{name}: {row['errors']}"
+        assert row["registered"], f"{name} registers nothing"

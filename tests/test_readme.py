@@ -1,0 +1,62 @@
+"""The README's promises: its plugin example works as written, its commands are the real ones."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README.read_text(), re.S)
+
+
+def test_the_readme_plugin_example_is_a_working_method(tmp_path, monkeypatch):
+    """Install the README's `ferbench-mixup` package as written and run the conformance kit on it."""
+    toml = next(b for b in _blocks("toml") if 'name = "ferbench-mixup"' in b)
+    code = next(b for b in _blocks("python") if "class Mixup(Method)" in b)
+    pkg = tmp_path / "ferbench-mixup"
+    (pkg / "src" / "ferbench_mixup").mkdir(parents=True)
+    (pkg / "pyproject.toml").write_text(toml)
+    (pkg / "src" / "ferbench_mixup" / "__init__.py").write_text(code)
+    # An installed distribution is a dist-info folder with entry_points.txt on sys.path.
+    site = tmp_path / "site"
+    dist = site / "ferbench_mixup-0.1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ferbench-mixup\n"
+                                   "Version: 0.1.0\n")
+    (dist / "entry_points.txt").write_text("[ferbench]\nmixup = ferbench_mixup\n")
+    monkeypatch.syspath_prepend(str(pkg / "src"))
+    monkeypatch.syspath_prepend(str(site))
+    import ferbench.plugins as plugins
+
+    monkeypatch.setattr(plugins, "_REGISTRY", None)
+    reg = plugins.registry()
+    assert reg.methods["mixup"].plugin == "ferbench-mixup"
+    from ferbench.testing import check_method
+
+    report = check_method("mixup", workdir=tmp_path / "work")
+    assert report["results"], "the example method did not complete a run"
+
+
+def test_ci_runs_the_readme_test_command():
+    test_cmd = next(line.strip() for b in _blocks("bash") for line in b.splitlines()
+                    if line.strip().startswith("python -m pytest"))
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert test_cmd in ci.splitlines()
+
+
+def test_ferbench_list_names_every_plugin_of_this_repository():
+    import tomllib
+
+    out = subprocess.run([sys.executable, "-c", "from ferbench.cli import main; main()", "list",
+                          "--json"], capture_output=True, text=True, check=True).stdout
+    import json
+
+    listed = {p["name"] for p in json.loads(out)["plugins"]}
+    for pyproject in (README.parent / "plugins").glob("*/pyproject.toml"):
+        name = tomllib.loads(pyproject.read_text())["project"]["name"]
+        assert name in listed, f"{name} is in plugins/ but not discovered by ferbench list"
