@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -27,6 +28,9 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("ferbench: interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:  # `ferbench list | head`: the reader left, nothing to report
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(0)
         except Exception as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -196,8 +200,19 @@ def leaderboard_cmd(results_dir, out):
 
 
 def main(argv=None):
-    """Console entry point."""
-    return cli.main(args=argv, prog_name="ferbench")
+    """Console entry point: usage errors, like input errors, are one line and exit status 2."""
+    try:
+        return cli.main(args=argv, prog_name="ferbench", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.UsageError as e:
+        hint = f" (see: ferbench {e.ctx.command_path.split(' ', 1)[1]} --help)" \
+            if e.ctx and " " in e.ctx.command_path else ""
+        click.echo(f"ferbench: error: {e.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.Abort:
+        click.echo("ferbench: interrupted", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -157,7 +157,7 @@ class Engine:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         payload = {
             **state,
-            "model": model.state_dict(),
+            "model": trainable_state(model, self.ctx.frozen_modules),
             "optimizers": [s.optimizer.state_dict() for s in specs],
             "schedulers": [s.scheduler.state_dict() if s.scheduler is not None else None
                            for s in specs],
@@ -170,7 +170,7 @@ class Engine:
         os.replace(tmp, self.checkpoint_dir / "checkpoint.pt")
 
     def _restore(self, model, specs, ckpt):
-        model.load_state_dict(ckpt["model"])
+        load_trainable_state(model, ckpt["model"], self.ctx.frozen_modules)
         for s, st in zip(specs, ckpt["optimizers"]):
             s.optimizer.load_state_dict(st)
         for s, st in zip(specs, ckpt["schedulers"]):
@@ -196,7 +196,7 @@ class Engine:
         if self.initial_state is not None:  # a weights.pt that ferbench wrote for this method
             path, state = self.initial_state
             try:
-                model.load_state_dict(state)
+                load_trainable_state(model, state, ctx.frozen_modules)
             except RuntimeError as e:
                 raise DataError(path, f"does not fit method {type(method).__name__}: "
                                       f"{str(e).splitlines()[0][:160]}") from None
@@ -208,7 +208,7 @@ class Engine:
         history: list[dict] = []
         per_sample: dict[str, list] = {}
         oracle, selected, best_val = None, None, -1.0
-        start_epoch, resumed_from = 0, None
+        resumed_from = None
         ckpt = self._load_checkpoint()
         epoch = 0
         specs: list[OptimizerSpec] = []
@@ -277,7 +277,7 @@ class Engine:
                             img_count, train_time, resumed_from)
 
     def _train_epoch(self, model, specs, epoch, phase):
-        ctx, method, cfg = self.ctx, self.method, self.method.config
+        ctx, method = self.ctx, self.method
         seed_everything("epoch", self.seed, epoch)  # dropout etc.: same stream after a resume
         data_gen = torch.Generator(device="cpu").manual_seed(hash_int(("data", self.seed, epoch)))
         ctx.generator.manual_seed(hash_int(("ctx", self.seed, epoch)))
@@ -410,6 +410,27 @@ class Engine:
             return None
         finally:
             model.train()
+
+
+def _frozen_prefixes(model, frozen) -> tuple[str, ...]:
+    ids = {id(m) for m in frozen}
+    return tuple(f"{name}." for name, m in model.named_modules() if id(m) in ids and name)
+
+
+def trainable_state(model, frozen=()) -> dict:
+    """The model's state without frozen modules (teachers, text towers): what checkpoints hold."""
+    prefixes = _frozen_prefixes(model, frozen)
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes or ("\0",))}
+
+
+def load_trainable_state(model, state, frozen=()) -> None:
+    """Load a `trainable_state`; only frozen modules' keys may be absent."""
+    prefixes = _frozen_prefixes(model, frozen)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(prefixes or ("\0",))]
+    if missing or unexpected:
+        raise RuntimeError(f"state does not fit the model: missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]}")
 
 
 def _unflatten(x: torch.Tensor, shape) -> torch.Tensor:

@@ -9,19 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
-import tempfile
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from tabulate import tabulate
 
 from . import plots
-from .errors import FerbenchError
-from .results import read_result, read_results
+from .results import read_results, write_bytes
+from .tables import PCT, PCT_ANY, PCT_LOW, SIZE, TEXT, Cell, Spec, Table, escape  # noqa: F401
 
 GROUPING = (
     "runs are averaged only when they share everything but the training seed: the group is "
@@ -34,92 +28,7 @@ CELLS = (
     "mean ± sample standard deviation (ddof=1) over training seeds, n = number of seeds with "
     "the value; accuracies, F1, AUROC, precision, recall, memorisation and ECE in %. Bold: "
     "best in its column (lowest for ECE, NLL, Brier, KL and memorisation), none if all tie.")
-MISSING = "–"
-_SPECIAL = re.compile(r"([\\`*_|<>\[\]~&$#])")
 _KEY_FIELDS = ("dataset", "protocol", "method", "seed", "config_hash")
-
-
-@dataclass(frozen=True)
-class Spec:
-    """How a column is shown: scale, decimals, which way is best (+1 high, -1 low, 0 none)."""
-    scale: float = 100.0
-    decimals: int = 2
-    better: int = 1
-    kind: str = "num"      # num | text (e.g. train_noise_at) | size (params, FLOPs)
-
-
-PCT, PCT_LOW, PCT_ANY = Spec(), Spec(better=-1), Spec(better=0)
-TEXT, SIZE = Spec(better=0, kind="text"), Spec(better=0, kind="size")
-
-
-@dataclass
-class Cell:
-    """One group's values (one per seed): n, mean and sample std (ddof=1; 0 when n = 1)."""
-    values: list
-    n: int = field(init=False)
-    mean: float = field(init=False)
-    std: float = field(init=False)
-
-    def __post_init__(self):
-        self.n = len(self.values)
-        numeric = self.n and not isinstance(self.values[0], str)
-        self.mean = float(np.mean(self.values)) if numeric else math.nan
-        self.std = float(np.std(self.values, ddof=1)) if numeric and self.n > 1 else 0.0
-
-
-@dataclass
-class Table:
-    """Rows x columns of cells holding raw values (fractions, not %); `markdown` renders it."""
-    title: str
-    rows: list
-    columns: list
-    cells: dict            # (row name, column label) -> Cell
-    specs: dict            # column label -> Spec
-
-    def cell(self, row: str, column: str) -> Cell | None:
-        return self.cells.get((row, column))
-
-    def best(self, column: str) -> set:
-        """Rows with the column's best value at display precision; none if every row ties."""
-        spec = self.specs[column]
-        if spec.better == 0 or spec.kind != "num":
-            return set()
-        shown = {r: round(self.cells[r, column].mean * spec.scale, spec.decimals)
-                 for r in self.rows if (r, column) in self.cells}
-        top = (max if spec.better > 0 else min)(shown.values())
-        best = {r for r, v in shown.items() if v == top}
-        return best if len(best) < len(shown) else set()
-
-    def text(self, row: str, column: str) -> str:
-        cell, spec = self.cells.get((row, column)), self.specs[column]
-        if cell is None:
-            return MISSING
-        if spec.kind == "text":
-            return escape("/".join(sorted(set(map(str, cell.values)))))
-        if spec.kind == "size":
-            return _human(cell.mean)
-        d, s = spec.decimals, spec.scale
-        spread = f" ± {cell.std * s:.{d}f}" if cell.n > 1 else ""
-        return f"{cell.mean * s:.{d}f}{spread} (n={cell.n})"
-
-    def markdown(self) -> str:
-        bold = {c: self.best(c) for c in self.columns}
-        body = [[escape(r)] + [f"**{self.text(r, c)}**" if r in bold[c] else self.text(r, c)
-                               for c in self.columns] for r in self.rows]
-        return tabulate(body, headers=["method"] + [escape(c) for c in self.columns],
-                        tablefmt="github", disable_numparse=True)
-
-
-def escape(text) -> str:
-    """Markdown-safe text for a table cell or heading: specials backslashed, newlines spaced."""
-    return _SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
-
-
-def _human(v: float) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(v) >= size:
-            return f"{v / size:.2f} {unit}"
-    return f"{v:.0f}"
 
 
 def _num(v) -> float | None:
@@ -348,15 +257,9 @@ def _noise_series(b: _Board) -> dict:
 
 def _load(results_dir: Path):
     """Usable records (one per run) and (path, reason) for every result file left out."""
-    records = read_results(results_dir)
-    read, skipped = {r["_path"] for r in records}, []
-    for p in sorted(results_dir.rglob("seed*.json")):   # the files read_results passed over
-        if str(p) not in read:
-            try:
-                read_result(p)
-                skipped.append((str(p), "not read"))
-            except FerbenchError as e:
-                skipped.append((str(p), getattr(e, "problem", str(e))))
+    skipped: list = []
+    records = read_results(results_dir, errors=skipped)
+    skipped = [(str(p), why) for p, why in skipped]
     kept, seen = [], {}
     for r in records:
         key = r.get("key")
@@ -391,19 +294,6 @@ def _section(dataset: str, tables: dict, pngs: list, out: Path) -> list:
         for p in pngs:
             lines += [f"![{escape(p.stem)}]({p.relative_to(out).as_posix()})", ""]
     return lines
-
-
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def build_leaderboard(results_dir, out_dir=None, *, with_plots: bool = True) -> dict:
@@ -442,6 +332,6 @@ def build_leaderboard(results_dir, out_dir=None, *, with_plots: bool = True) -> 
         lines += ["## Skipped files", ""]
         lines += [f"- {escape(p)}: {escape(why)}" for p, why in skipped] + [""]
     md = out / "leaderboard.md"
-    _write_text(md, "\n".join(lines))
+    write_bytes(md, "\n".join(lines).encode())
     return {"markdown": md, "plots": pngs, "tables": tables, "n_read": len(records),
             "skipped": skipped}

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import re
-import tempfile
 import textwrap
 import warnings
 from pathlib import Path
@@ -22,6 +20,8 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from .results import write_bytes
 
 MAX_PANELS = 12   # confusion matrices per grid figure; more are cut and the title says so
 DPI = 110
@@ -45,16 +45,7 @@ def _save(fig: Figure, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_bytes(path, buf.getvalue())
     return path
 
 

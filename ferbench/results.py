@@ -65,12 +65,15 @@ def file_hash(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write bytes under a temporary name in the same folder and rename them into place."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -80,13 +83,13 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
 
 def write_json(path: str | Path, record: dict) -> None:
     """Write JSON under a temporary name and rename it into place."""
-    _atomic_bytes(Path(path), json.dumps(record, indent=1, default=_jsonable).encode())
+    write_bytes(Path(path), json.dumps(record, indent=1, default=_jsonable).encode())
 
 
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    _atomic_bytes(Path(path), buf.getvalue())
+    write_bytes(Path(path), buf.getvalue())
 
 
 def _jsonable(v: Any):
@@ -125,15 +128,22 @@ def read_result(path: str | Path) -> dict:
     return record
 
 
-def read_results(folder: str | Path) -> list[dict]:
-    """Every result JSON under `folder` (recursively), sorted by path."""
+def read_results(folder: str | Path, errors: list | None = None) -> list[dict]:
+    """Every result JSON under `folder` (recursively), sorted by path.
+
+    Files that are not readable results are skipped; with `errors`, each is
+    appended to it as (path, reason).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(folder, "results folder does not exist")
     out = []
     for p in sorted(folder.rglob("seed*.json")):
+        if p.parent.name == "noise":
+            continue
         try:
             out.append(read_result(p))
-        except FerbenchError:
-            continue
+        except FerbenchError as e:
+            if errors is not None:
+                errors.append((p, str(e)))
     return out

@@ -19,13 +19,13 @@ from .data.cache import load_cached
 from .datasets.audit import audit, leaked_test_indices
 from .datasets.base import open_dataset
 from .device import describe, resolve_device, resolve_precision
-from .engine import Engine
-from .errors import ConfigError, DataError
+from .engine import Engine, trainable_state
+from .errors import ConfigError
 from .plugins import registry
 from .progress import console
 from .protocols import ProtocolView, finish_view, parse_protocol
-from .results import (SCHEMA_VERSION, RunKey, check_writable, config_hash, write_json,
-                      write_npz)
+from .results import (SCHEMA_VERSION, RunKey, check_writable, config_hash, write_bytes,
+                      write_json, write_npz)
 from .scoring import score_run
 from .weights import load_into, read_state_dict
 
@@ -177,7 +177,8 @@ def run_one(req, out, ds, mode, family, params, view, name, cls, preset, seed, t
     for k, stack in res.per_sample.items():
         arrays[f"method_{k}"] = np.stack(stack)
     write_npz(stem.with_suffix(".npz"), arrays)
-    _save_weights(stem.parent / f"{stem.name}.weights.pt", res.model, key, name)
+    _save_weights(stem.parent / f"{stem.name}.weights.pt",
+                  trainable_state(res.model, ctx.frozen_modules), key)
     write_json(result_path, record)  # last: the run is complete when this exists
     shutil.rmtree(run_dir, ignore_errors=True)
     m = record["metrics"]
@@ -280,18 +281,12 @@ def _is_own_weights(path) -> bool:
     return key is not None
 
 
-def _save_weights(path: Path, model, key: RunKey, method: str) -> None:
+def _save_weights(path: Path, state: dict, key: RunKey) -> None:
     import io
-    import os
-    import tempfile
 
     buf = io.BytesIO()
-    torch.save({"ferbench": {**key.as_dict(), "version": __version__},
-                "state_dict": model.state_dict()}, buf)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, path)
+    torch.save({"ferbench": {**key.as_dict(), "version": __version__}, "state_dict": state}, buf)
+    write_bytes(path, buf.getvalue())
 
 
 def _record(key, pv, name, cls, preset, resolved, ds, res, scores, noise_file, device,
