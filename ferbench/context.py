@@ -64,7 +64,8 @@ class RunContext:
         self.epochs = epochs
         self.batch_size = batch_size
         self.steps_per_epoch = max(1, len(train) // batch_size)
-        self.generator = generator
+        self.generator = generator  # on the run's device: augmentation parameters
+        self.order_generator = torch.Generator()  # on the CPU: shuffled passes
         self._create_backbone = create_backbone
         self._predict_fn = predict_fn
         self.epoch = 0
@@ -114,7 +115,8 @@ class RunContext:
             raise ValueError(f"cannot iterate over split {split!r}")
         bs = batch_size or self.batch_size
         n = len(data)
-        order = (torch.randperm(n, generator=self.generator) if shuffle else torch.arange(n))
+        order = (torch.randperm(n, generator=self.order_generator) if shuffle
+                 else torch.arange(n))
         for start in range(0, n, bs):
             idx = order[start:start + bs]
             raw = data.raw(idx)

@@ -129,7 +129,7 @@ class Engine:
         """Method predictions over a whole split: probs, uncertainty, members, extras (numpy)."""
         model.eval()
         probs, unc, members, extras = [], [], [], {}
-        gen = torch.Generator().manual_seed(0)
+        gen = torch.Generator(device=self.ctx.device).manual_seed(0)
         for start in range(0, len(data), batch_size):
             idx = np.arange(start, min(len(data), start + batch_size))
             images = apply_view(view, data.raw(idx), gen)
@@ -279,8 +279,12 @@ class Engine:
     def _train_epoch(self, model, specs, epoch, phase):
         ctx, method = self.ctx, self.method
         seed_everything("epoch", self.seed, epoch)  # dropout etc.: same stream after a resume
-        data_gen = torch.Generator(device="cpu").manual_seed(hash_int(("data", self.seed, epoch)))
+        # Sample order on the CPU; augmentation parameters drawn on the device the images are on.
+        order_gen = torch.Generator().manual_seed(hash_int(("order", self.seed, epoch)))
+        data_gen = torch.Generator(device=ctx.device).manual_seed(
+            hash_int(("data", self.seed, epoch)))
         ctx.generator.manual_seed(hash_int(("ctx", self.seed, epoch)))
+        ctx.order_generator.manual_seed(hash_int(("ctx-order", self.seed, epoch)))
         ctx.epoch = epoch
         ctx._model_version += 1
         method.on_epoch_start(model, ctx, epoch)
@@ -289,9 +293,9 @@ class Engine:
         weights = method.sample_weights(ctx)
         if weights is not None:
             order = torch.multinomial(weights.float().cpu(), ctx.steps_per_epoch * bs,
-                                      replacement=True, generator=data_gen)
+                                      replacement=True, generator=order_gen)
         else:
-            order = torch.randperm(n, generator=data_gen)
+            order = torch.randperm(n, generator=order_gen)
         batches = [order[i * bs:(i + 1) * bs] for i in range(ctx.steps_per_epoch)]
         views = method.views
         companions = method.batch_companions

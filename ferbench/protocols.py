@@ -156,6 +156,9 @@ class Protocol:
 class Clean(Protocol):
     family = "clean"
 
+    def apply(self, ds, params, open_target=None):
+        return self._base_view(ds, params)
+
 
 class Noise(Protocol):
     family = "noise"

@@ -269,7 +269,7 @@ def _context(pv: ProtocolView, mcfg, mode, device, precision, seed, req):
     ctx = RunContext(classes=pv.classes, image_size=size, device=device, precision=precision,
                      train=train, val=val, test=test, epochs=int(mcfg.epochs),
                      batch_size=int(mcfg.batch_size),
-                     generator=torch.Generator(device="cpu"),
+                     generator=torch.Generator(device=device),
                      create_backbone=create_backbone, predict_fn=None)
     return ctx, weights_info
 
