@@ -94,7 +94,8 @@ def _parse_options(pairs) -> dict:
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A dataset option (repeatable), e.g. -o labels=fer2013new.")
 @click.option("--report", type=click.Path(), default=None, help="Write the full report as JSON.")
-@click.option("--image-size", default=48, show_default=True, help="Cache size for the audit.")
+@click.option("--image-size", default=48, show_default=True, type=click.IntRange(min=8),
+              help="Cache size for the audit.")
 @click.option("--no-audit", is_flag=True, help="Skip decoding and the duplicate audit.")
 def data_check(dataset, data_root, layout, label_order, options, report, image_size, no_audit):
     """Layout, counts per split and class, extras, and problems of DATASET."""
@@ -146,9 +147,9 @@ def data_check(dataset, data_root, layout, label_order, options, report, image_s
 @click.option("--noise-seed", default=0, show_default=True, type=int)
 @click.option("--preset", type=click.Choice(["paper", "quick"]), default=None,
               help="Default: quick on synthfer, paper on real datasets.")
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--image-size", type=int, default=None)
+@click.option("--epochs", type=click.IntRange(min=0), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--image-size", type=click.IntRange(min=8), default=None)
 @click.option("--backbone", default=None, help="Any timm model name.")
 @click.option("--weights", type=click.Path(), default=None, help="A local checkpoint file.")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N.")
@@ -202,7 +203,8 @@ def leaderboard_cmd(results_dir, out):
 def main(argv=None):
     """Console entry point: usage errors, like input errors, are one line and exit status 2."""
     try:
-        return cli.main(args=argv, prog_name="ferbench", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="ferbench", standalone_mode=False)
+        sys.exit(rv if isinstance(rv, int) else 0)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.UsageError as e:

@@ -58,7 +58,9 @@ def write_report(report: dict, path: str | Path) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(report, f, indent=1)
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise DataError(path, f"cannot write report ({e.strerror})") from None
+        if isinstance(e, OSError):
+            raise DataError(path, f"cannot write report ({e.strerror})") from None
+        raise

@@ -87,12 +87,16 @@ def build_registry(extra_plugins=()) -> Registry:
     pm.add_hookspecs(hookspecs)
     reg = Registry()
 
-    def add(plugin, name, version, builtin):
+    owner: dict[str, str] = {}  # pluggy name (one per entry point) → distribution
+
+    def add(plugin, name, version, builtin, key=None):
         info = reg.plugins.setdefault(name, PluginInfo(name, version, builtin))
+        key = key or name
+        owner[key] = name
         try:
-            pm.register(plugin, name=name)
+            pm.register(plugin, name=key)
         except Exception as e:  # a hookimpl that does not match its spec
-            info.errors.append(f"cannot register: {e}")
+            info.errors.append("cannot register: " + " ".join(str(e).split()))
 
     for mod in DEFAULT_PLUGINS:
         add(importlib.import_module(mod), mod, _version_of(mod), True)
@@ -106,7 +110,7 @@ def build_registry(extra_plugins=()) -> Registry:
             info.errors.append(f"failed to load entry point {ep.name} = {ep.value}: "
                                f"{type(e).__name__}: {e}")
             continue
-        add(plugin, name, version, False)
+        add(plugin, name, version, False, key=f"{name}:{ep.name}")
     for i, plugin in enumerate(extra_plugins):
         name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{i}"
         add(plugin, name, "unknown", False)
@@ -116,9 +120,9 @@ def build_registry(extra_plugins=()) -> Registry:
     order = list(reg.plugins)
     for kind, hook_name in KINDS.items():
         impls = getattr(pm.hook, hook_name).get_hookimpls()
-        impls.sort(key=lambda im: order.index(im.plugin_name) if im.plugin_name in order else 1e9)
+        impls.sort(key=lambda im: order.index(owner[im.plugin_name]))
         for impl in impls:
-            info = reg.plugins[impl.plugin_name]
+            info = reg.plugins[owner[impl.plugin_name]]
             _call(impl, kind, getattr(reg, kind), info)
     return reg
 

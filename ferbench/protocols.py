@@ -9,10 +9,12 @@ they are saved as a file whose hash goes into every result.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +84,8 @@ def generate_noise(samples: Samples, labels: np.ndarray, k: int, rate: float,
                    noise_seed: int) -> np.ndarray:
     """Exactly round(rate/100 · N) labels, chosen uniformly, each moved to another class."""
     n = len(labels)
-    n_flip = int(np.floor(rate / 100.0 * n + 0.5))
+    # Exact arithmetic: in floats 29/100 · 50 is 14.4999..., which would round to 14, not 15.
+    n_flip = int(Fraction(str(float(rate))) * n / 100 + Fraction(1, 2))
     rng = np.random.default_rng(_seed_from("noise", samples.fingerprint, repr(float(rate)),
                                            noise_seed))
     idx = rng.choice(n, size=n_flip, replace=False)
@@ -258,6 +261,10 @@ def read_noise_file(path: Path, ds: Dataset, view: ProtocolView) -> np.ndarray:
         noisy[i] = view.classes.index(cls)
     if not seen:
         raise DataError(path, "noise file lists no images")
+    if len(seen) != len(view.train):
+        missing = next(view.train.ids[i] for i in range(len(view.train)) if i not in seen)
+        raise DataError(path, f"lists {len(seen)} of {len(view.train)} training images; "
+                              f"missing, e.g., {missing.rsplit('/', 1)[-1]}")
     return noisy
 
 
@@ -307,6 +314,7 @@ class Cross(Protocol):
         # CK+ and JAFFE are small lab sets: all of them is the test set.
         test_split = "all" if "all" in target.splits else target.test
         test = target.split(test_split)
+        n_all = len(test)
         keep = np.flatnonzero(np.isin(np.asarray(test.labels),
                                       [CLASSES.index(c) for c in shared]))
         test = test.subset(keep)
@@ -316,15 +324,16 @@ class Cross(Protocol):
         view.record["cross"] = {"target": target_name, "target_split": test_split,
                                 "shared_classes": list(shared),
                                 "target_fingerprint": test.fingerprint,
-                                "dropped_test_samples": int(len(keep) != len(test.labels))}
+                                "dropped_test_samples": int(n_all - len(keep))}
         return view
 
 
 def finish_view(view: ProtocolView, params: dict, leaked_test: np.ndarray | None = None
                 ) -> ProtocolView:
     """Steps every family shares: a held-out validation share, test dedup, extras policy."""
+    view = dataclasses.replace(view, record=dict(view.record))  # the caller's view stays intact
     frac = float(params.get("val_fraction", 0) or 0)
-    if frac > 0:
+    if frac:
         if not 0 < frac < 1:
             raise ConfigError(f"val_fraction {frac:g} must lie in (0, 1)")
         hold = _stratified_holdout(view.train_labels, frac, (view.train.fingerprint, frac))
@@ -333,8 +342,8 @@ def finish_view(view: ProtocolView, params: dict, leaked_test: np.ndarray | None
         view.val, view.val_labels = view.train.subset(held), view.train_labels[held]
         if view.noise is not None:
             view.record["val_flipped"] = int(view.noise.flipped[held].sum())
-            view.noise.flipped = view.noise.flipped[keep]
-            view.noise.noisy = view.noise.noisy[keep]
+            view.noise = dataclasses.replace(view.noise, flipped=view.noise.flipped[keep],
+                                             noisy=view.noise.noisy[keep])
         view.train = view.train.subset(keep)
         view.train_labels = view.train_labels[keep]
         view.clean_train_labels = view.clean_train_labels[keep]

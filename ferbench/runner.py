@@ -71,6 +71,8 @@ def plan_runs(req: RunRequest):
             from .errors import unknown_name
 
             raise unknown_name(f"preset of method {m}", preset, cls.presets)
+    if req.flags.get("weights"):
+        read_state_dict(req.flags["weights"])  # a missing or broken file fails before any run
     ds = _open(req.dataset, req.data_root, req.layout, req.data_options)
     return ds, parsed, classes, preset
 
@@ -126,7 +128,7 @@ def run_one(req, out, ds, mode, family, params, view, name, cls, preset, seed, t
     precision = resolve_precision(cfg.engine.precision, device)
     if cfg.engine.threads:
         torch.set_num_threads(int(cfg.engine.threads))
-    pv = finish_view(_copy_view(view), {**params, **as_dict(cfg.protocol)},
+    pv = finish_view(view, {**params, **as_dict(cfg.protocol)},
                      _leaks(ds, cfg, mode) if cfg.protocol.dedup_test else None)
     resolved = as_dict(cfg)
     resolved["engine"]["precision"] = precision
@@ -198,12 +200,6 @@ def _suffix(pv: ProtocolView) -> str:
     if pv.record.get("dedup_test_removed") is not None:
         parts.append("dedup")
     return ("+" + "+".join(parts)) if parts else ""
-
-
-def _copy_view(view: ProtocolView) -> ProtocolView:
-    import copy
-
-    return copy.copy(view)
 
 
 def _leaks(ds, cfg, mode):

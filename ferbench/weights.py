@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -18,10 +19,13 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | N
     if not path.is_file():
         raise DataError(path, "weights file does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol warnings: the error says it
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise DataError(path, f"not a loadable checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:120]})") from None
+        detail = (str(e).strip().splitlines() or [""])[0][:120]
+        raise DataError(path, f"not a loadable checkpoint ({type(e).__name__}"
+                              f"{': ' + detail if detail else ''})") from None
     run_key = obj.get("ferbench") if isinstance(obj, dict) else None
     for _ in range(3):  # nested wrappers such as {"model": {"state_dict": ...}}
         if isinstance(obj, dict):
@@ -60,6 +64,9 @@ def load_into(model: torch.nn.Module, path: str | Path) -> dict:
               if head and k.startswith(head) and k in own and own[k].shape != v.shape]
     for k in reinit:
         state.pop(k)
+    # A headless checkpoint (features only) leaves the head at its random initialisation.
+    reinit += [k for k in own if head and k.startswith(head) and k not in state
+               and k not in reinit]
     missing = [k for k in own if k not in state and not (head and k.startswith(head))
                and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +41,11 @@ def unpacked(tmp_path_factory):
         if name not in done:
             archive = real_archive(name)
             dest = tmp_path_factory.mktemp(f"real-{name}")
-            with tarfile.open(archive) as tar:
-                tar.extractall(dest, filter="data")
+            if shutil.which("tar"):  # ten times faster than tarfile on 35k small files
+                subprocess.run(["tar", "-xzf", str(archive), "-C", str(dest)], check=True)
+            else:
+                with tarfile.open(archive) as tar:
+                    tar.extractall(dest, filter="data")
             done[name] = dest / name
         return done[name]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_image
 from PIL import Image
 
-from conftest import write_image
 from ferbench.data import cache as cache_mod
 from ferbench.data.cache import cache_root, entry_name, load_cached
 from ferbench.datasets.samples import FileSource, Samples
@@ -205,10 +205,6 @@ def test_cache_folder_comes_from_FERBENCH_CACHE(tmp_path, monkeypatch):
     assert cache_root().name == "ferbench"  # the user cache dir (not created by asking)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "data/cache.py _build: when another process finishes the same entry between "
-    "`shutil.rmtree(path)` and `os.replace(tmp, path)`, os.replace fails with ENOTEMPTY and "
-    "the caller gets an OSError although a complete entry exists"))
 def test_two_processes_building_one_entry_both_succeed(tmp_path, monkeypatch):
     """Parallel runs (seeds of a sweep on a cluster) share one cache and may build together."""
     import shutil
@@ -225,3 +221,19 @@ def test_two_processes_building_one_entry_both_succeed(tmp_path, monkeypatch):
     cached = load_cached(samples, 32, workers=1)
     assert cached.images.shape == (4, 32, 32, 1)
     assert _leftovers(cached.path.parent) == [cached.path.name]
+
+
+def test_cropped_and_full_frames_of_the_same_files_do_not_share_an_entry(tmp_path):
+    root = tmp_path / "data"
+    ids = _ids(3)
+    for i, rel in enumerate(ids):
+        write_image(root / rel, seed=i, size=64)
+    boxes = np.tile([8, 8, 32, 32], (3, 1))
+    cropped = Samples(dataset="fixture", split="train", ids=tuple(ids),
+                      source=FileSource(root, ids, boxes), labels=np.arange(3) % len(BASIC7),
+                      classes=BASIC7)
+    assert cropped.fingerprint == _samples(root, ids).fingerprint  # the same files and labels
+    load_cached(cropped, 32, workers=1)
+
+    full = load_cached(_samples(root, ids), 32, workers=1)
+    np.testing.assert_array_equal(full.images[0], _expected(root / ids[0], 32, "L"))

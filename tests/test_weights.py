@@ -113,10 +113,9 @@ def test_a_missing_weights_file_is_a_data_error(tmp_path):
 
 @pytest.mark.parametrize("write", [
     lambda p: p.write_text("these are not weights\n"),
-    pytest.param(lambda p: p.write_bytes(b""), marks=pytest.mark.xfail(
-        strict=True, raises=IndexError, reason="weights.read_state_dict takes "
-        "str(e).splitlines()[0] of torch.load's EOFError, whose message is empty")),
-    lambda p: p.write_bytes(pickle.dumps([1, 2, 3])),
+    lambda p: p.write_bytes(b""),
+    pytest.param(lambda p: p.write_bytes(pickle.dumps([1, 2, 3])),
+                 marks=pytest.mark.filterwarnings("ignore:Detected pickle protocol")),
     lambda p: torch.save([1, 2, 3], p),
     lambda p: torch.save(torch.zeros(3), p),
     lambda p: torch.save({}, p),

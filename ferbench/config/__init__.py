@@ -65,7 +65,10 @@ def _quote(value) -> str:
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_quote(v) for v in value) + "]"
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+    # Hydra unescapes backslashes only before a quote (and before the closing quote).
+    text = re.sub(r"(\\*)'", lambda m: m[1] * 2 + "\\'", str(value))
+    text = re.sub(r"(\\+)$", lambda m: m[1] * 2, text)
+    return "'" + text + "'"
 
 
 def compose_run(method_name: str, method_cls, preset: str, flags: dict[str, Any],
@@ -105,6 +108,8 @@ def compose_run(method_name: str, method_cls, preset: str, flags: dict[str, Any]
             else:
                 raise unknown_name("config key", key, sorted(method_keys)
                                    + ["data.*", "engine.*", "protocol.*"])
+        elif not key.startswith("data.options.") and key not in _paths(method_keys):
+            raise unknown_name("config key", key, _paths(method_keys))
         # Dataset options are free-form: add or replace ("++"), since none exist by default.
         prefix = "++" if key.startswith("data.options.") else ""
         ov.append(f"{prefix}{key}={value}")
@@ -115,6 +120,15 @@ def compose_run(method_name: str, method_cls, preset: str, flags: dict[str, Any]
     except Exception as e:
         raise ConfigError(f"cannot apply overrides: {_first_line(e)}") from None
     return cfg
+
+
+def _paths(method_keys) -> list[str]:
+    """Every dotted key of a run config, for suggestions."""
+    out = [f"method.{k}" for k in method_keys]
+    for section, cls in (("data", DataConfig), ("protocol", ProtocolConfig),
+                         ("engine", EngineConfig)):
+        out += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
+    return sorted(out)
 
 
 def _first_line(e: Exception) -> str:

@@ -157,9 +157,14 @@ def _build(samples, size, mode, path, stamp, workers, show_progress):
             "fingerprint": samples.fingerprint, "n": n, "size": size, "mode": mode,
             "stamp": stamp,
         }))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            # Another process (a parallel seed) finished the same entry first: use it.
+            if not (path / "meta.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -31,22 +31,26 @@ class AuditReport:
         }
 
 
+def role_splits(dataset: Dataset) -> list[str]:
+    """The splits that play a role (train, val, test), once each.
+
+    Splits that are unions or re-partitions of others (CK+'s `all`) would report
+    every image as a "leak", so the audit leaves them out.
+    """
+    return [s for s in dict.fromkeys((dataset.train, dataset.val, dataset.test)) if s]
+
+
 def split_hashes(dataset: Dataset, size: int = 48, mode: str = "L", show_progress=None):
-    """{split: (hashes, cached images)} through the decoded cache."""
-    out = {}
-    for name, samples in dataset.splits.items():
-        cached = load_cached(samples, size, mode, show_progress=show_progress)
-        out[name] = cached
-    return out
+    """{split: cached images and hashes} of the role splits, through the decoded cache."""
+    return {name: load_cached(dataset.splits[name], size, mode, show_progress=show_progress)
+            for name in role_splits(dataset)}
 
 
 def audit(dataset: Dataset, size: int = 48, mode: str = "L", show_progress=None) -> AuditReport:
     """Find leaks and flaws in a dataset from the decoded pixels of every split."""
     report = AuditReport()
     cached = split_hashes(dataset, size, mode, show_progress)
-    # Splits that are unions or re-partitions of others (CK+'s `all`) would report
-    # every image as a "leak": audit only the splits that play a role.
-    roles = [s for s in dict.fromkeys((dataset.train, dataset.val, dataset.test)) if s]
+    roles = list(cached)
     by_hash: dict[bytes, list[tuple[str, int]]] = defaultdict(list)
     for split in roles:
         for i, h in enumerate(cached[split].hashes):

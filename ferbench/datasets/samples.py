@@ -128,6 +128,8 @@ class FileSource(ImageSource):
 
     def _stat_all(self):
         sizes, h = [], hashlib.sha1()
+        if self.boxes is not None:  # cropped and full frames of the same files differ
+            h.update(b"boxes\0" + np.ascontiguousarray(self.boxes, dtype=np.int64).tobytes())
         for p in self.paths:
             try:
                 st = (self.root / p).stat()

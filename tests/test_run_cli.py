@@ -1,0 +1,240 @@
+"""`ferbench run` end to end: the files a run leaves, skipping and --force, evaluating a
+checkpoint, and what the user sees for every bad input (one line, exit status 2)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import timm
+import torch
+from click.testing import CliRunner
+
+from ferbench.cli import cli
+
+TINY = ["-o", "n_train=64", "-o", "n_test=32", "--epochs", "1", "--batch-size", "16",
+        "--device", "cpu"]
+NOISE30 = ["run", "--method", "baseline", "--protocol", "noise30", *TINY]
+
+
+def _run(args, out):
+    return CliRunner().invoke(cli, [*args, "--out", str(out)], catch_exceptions=False)
+
+
+def _results(out):
+    return sorted(out.rglob("seed*.json")) if out.exists() else []
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """One tiny synthfer noise30 baseline run: (results folder, result file, CLI output)."""
+    base = tmp_path_factory.mktemp("stored")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FERBENCH_CACHE", str(base / "cache"))
+        res = _run(NOISE30, base / "results")
+    assert res.exit_code == 0, res.output
+    (path,) = _results(base / "results")
+    return base / "results", path, res
+
+
+# --- a run and its files -------------------------------------------------------------------
+
+RECORD_KEYS = {"schema", "key", "protocol", "method", "config", "dataset", "versions", "device",
+               "precision", "wall_time_s", "history", "metrics", "oracle", "selected",
+               "per_class", "confusion", "reliability", "rejection_curve", "noise_summary",
+               "method_results"}
+METRICS = {"test_acc", "test_mean_class_acc", "test_macro_f1", "test_ece", "test_nll",
+           "test_brier", "test_kl", "test_rejection_auc", "params", "flops_per_image",
+           "train_memorised", "train_corrected", "train_noise_auroc", "train_noise_precision",
+           "train_noise_recall", "train_noise_at"}
+
+
+def test_a_run_writes_a_result_with_the_documented_schema(stored):
+    out, path, res = stored
+    rec = json.loads(path.read_text())
+    assert RECORD_KEYS <= set(rec)
+    assert rec["schema"] == 1
+    key = rec["key"]
+    assert set(key) == {"dataset", "protocol", "method", "seed", "config_hash"}
+    assert (key["dataset"], key["protocol"], key["method"], key["seed"]) == \
+        ("synthfer", "noise30", "baseline", 0)
+    assert path == out / "synthfer" / "noise30" / "baseline" / key["config_hash"] / "seed0.json"
+    assert {"id", "family", "params", "label", "noise"} <= set(rec["protocol"])
+    assert rec["protocol"]["family"] == "noise" and rec["protocol"]["params"]["rate"] == 30
+    assert set(rec["protocol"]["noise"]) == {"hash", "file", "rate", "n_flipped", "n_train",
+                                             "source"}
+    assert {"name", "plugin", "version", "preset", "preset_source"} <= set(rec["method"])
+    assert rec["method"]["preset"] == "quick" and rec["method"]["preset_source"] in (
+        "code", "paper-text", "ferbench")
+    assert {"method", "engine", "data", "protocol"} <= set(rec["config"])
+    assert rec["config"]["method"]["epochs"] == 1 and rec["config"]["method"]["batch_size"] == 16
+    ds = rec["dataset"]
+    assert {"name", "layout", "classes", "fingerprints", "n_train", "n_test", "notes"} <= set(ds)
+    assert (ds["n_train"], ds["n_test"], len(ds["classes"])) == (64, 32, 7)
+    assert {"train", "test"} <= set(ds["fingerprints"])
+    assert {"ferbench", "torch", "timm", "python", "plugin"} <= set(rec["versions"])
+    assert {"type", "name", "threads"} <= set(rec["device"]) and rec["precision"] == "fp32"
+    assert len(rec["history"]) == 1
+    assert {"epoch", "phase", "loss", "lr", "images_per_s", "test_acc"} <= set(rec["history"][0])
+    assert METRICS <= set(rec["metrics"])
+    assert 0 <= rec["metrics"]["test_acc"] <= 1
+    assert set(rec["oracle"]) == {"test_acc", "epoch"} and rec["selected"] is None
+    assert set(rec["per_class"]) == set(ds["classes"])
+    assert np.array(rec["confusion"]).shape == (7, 7) and np.sum(rec["confusion"]) == 32
+    assert {"confidence", "accuracy", "count"} <= set(rec["reliability"])
+    assert len(rec["reliability"]["count"]) == 15 and sum(rec["reliability"]["count"]) == 32
+    assert {"coverage", "accuracy"} <= set(rec["rejection_curve"])
+    assert "test acc" in res.output and "leaderboard:" in res.output
+
+
+def test_a_run_writes_per_sample_arrays_weights_noise_file_and_leaderboard(stored):
+    out, path, _ = stored
+    rec = json.loads(path.read_text())
+    arrays = np.load(path.with_suffix(".npz"))
+    probs = arrays["test_probs"]
+    assert probs.shape == (32, 7) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert (probs >= 0).all()
+    assert arrays["test_ids"].shape == (32,) and arrays["train_ids"].shape == (64,)
+    assert arrays["test_uncertainty"].shape == (32,) and arrays["test_labels"].shape == (32,)
+    assert arrays["train_noise_scores_score"].shape == (64,)
+    assert np.isclose((probs.argmax(1) == arrays["test_labels"]).mean(),
+                      rec["metrics"]["test_acc"])
+    # the trained weights, loadable without unpickling code, with the run's key
+    weights = torch.load(path.parent / "seed0.weights.pt", weights_only=True)
+    assert weights["ferbench"]["config_hash"] == rec["key"]["config_hash"]
+    assert all(torch.is_tensor(v) for v in weights["state_dict"].values())
+    # the noise file, named after the protocol and its hash
+    noise = rec["protocol"]["noise"]
+    (noise_file,) = (out / "synthfer" / "noise").glob("*.json")
+    assert noise_file == out / noise["file"]
+    assert noise_file.name == f"noise30-{noise['hash']}.json"
+    doc = json.loads(noise_file.read_text())
+    assert doc["n_flipped"] == noise["n_flipped"] == round(0.3 * 64) and doc["n_train"] == 64
+    assert noise["source"] == "generated" and noise["rate"] == pytest.approx(19 / 64)
+    # the leaderboard, and nothing half-written left behind
+    assert "baseline" in (out / "leaderboard.md").read_text()
+    left = [p.name for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".run"
+            or p.name.endswith(".tmp")]
+    assert left == [] and not list(out.rglob("seed0.run"))
+
+
+def test_a_stored_run_is_skipped_and_force_reruns_it(stored, tmp_path):
+    out = tmp_path / "results"
+    shutil.copytree(stored[0], out)
+    (path,) = _results(out)
+    before = path.read_bytes()
+    res = _run([*NOISE30, "--no-leaderboard"], out)
+    assert res.exit_code == 0 and "stored result, skipped" in res.output
+    assert path.read_bytes() == before
+    res = _run([*NOISE30, "--no-leaderboard", "--force"], out)
+    assert res.exit_code == 0 and "stored result, skipped" not in res.output
+    assert _results(out) == [path]
+    assert path.read_bytes() != before  # a new wall time at the least
+    assert json.loads(path.read_text())["key"] == json.loads(before)["key"]
+
+
+def test_epochs_0_with_weights_evaluates_the_checkpoint(stored, tmp_path):
+    _, path, _ = stored
+    rec = json.loads(path.read_text())
+    weights = path.parent / "seed0.weights.pt"
+    out = tmp_path / "eval"
+    res = _run([*NOISE30, "--epochs", "0", "--weights", str(weights), "--no-leaderboard"], out)
+    assert res.exit_code == 0, res.output
+    (evaluated,) = _results(out)
+    ev = json.loads(evaluated.read_text())
+    assert ev["history"] == [] and ev["config"]["method"]["epochs"] == 0
+    assert ev["key"]["config_hash"] != rec["key"]["config_hash"]
+    assert ev["metrics"]["test_acc"] == rec["metrics"]["test_acc"]
+    assert np.allclose(np.load(evaluated.with_suffix(".npz"))["test_probs"],
+                       np.load(path.with_suffix(".npz"))["test_probs"], atol=1e-5)
+    (info,) = ev["weights"]
+    assert info["whole_model"] and info["source_run"]["config_hash"] == rec["key"]["config_hash"]
+
+
+# --- bad input: one line, exit status 2, no result ------------------------------------------
+
+def _refused(args, out, message):
+    res = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    assert res.exit_code == 2, (res.exit_code, res.output, res.exception)
+    assert "Traceback" not in res.output
+    errors = [line for line in res.stderr.splitlines() if line.startswith("ferbench: error:")]
+    assert len(errors) == 1, res.stderr
+    assert res.stderr.rstrip("\n").splitlines()[-1] == errors[0]
+    assert message in errors[0], errors[0]
+    assert _results(out) == []
+    return errors[0]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "baselin"], "unknown method 'baselin'; did you mean 'baseline'?"),
+    (["--protocol", "nosie30"], "unknown protocol 'nosie30'; did you mean 'noise30'?"),
+    (["--dataset", "synthfr"], "unknown dataset 'synthfr'; did you mean 'synthfer'?"),
+    (["--protocol", "cross"], "protocol cross needs a target dataset"),
+    (["--protocol", "noise100"], "noise rate 100 is outside [0, 100)"),
+    (["lr"], "malformed override 'lr': expected KEY=VALUE"),
+    (["lr=[1,"], "cannot apply overrides"),
+    (["lrr=0.1"], "did you mean 'lr'?"),
+    (["-o", "n_train"], "malformed option 'n_train'"),
+    (["-o", "n_trian=5"], "unknown option of dataset synthfer 'n_trian'"),
+    (["--seeds", "0,x"], "--seeds '0,x'"),
+])
+def test_bad_input_is_one_error_line_and_exit_status_2(tmp_path, args, message):
+    _refused(["run", "--method", "baseline", *TINY, *args], tmp_path / "out", message)
+
+
+def test_an_unknown_preset_exits_with_status_2(tmp_path):
+    res = CliRunner().invoke(cli, ["run", "--preset", "fast", *TINY, "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "fast" in res.stderr and "Traceback" not in res.output
+    assert _results(tmp_path) == []
+
+
+def test_a_noise_file_with_an_unknown_name_is_refused(tmp_path):
+    noise = tmp_path / "mynoise.txt"
+    noise.write_text("000000 happiness\nnot_a_sample.png sadness\n")
+    line = _refused(["run", "--method", "baseline", *TINY, "--protocol",
+                     f"noise_file={noise}"], tmp_path / "out",
+                    "unknown image name not_a_sample.png")
+    assert f"{noise}:2:" in line
+
+
+def _weights(tmp_path, kind):
+    path = tmp_path / "w.pt"
+    if kind == "text":
+        path.write_text("not weights\n")
+    elif kind == "resnet18":
+        torch.save(timm.create_model("resnet18", num_classes=7).state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("missing", "weights file does not exist"),
+    ("text", "not a loadable checkpoint"),
+    ("resnet18", "does not fit the architecture"),
+])
+def test_unusable_weights_are_refused(tmp_path, kind, message):
+    path = _weights(tmp_path, kind)
+    line = _refused(["run", "--method", "baseline", *TINY, "--weights", str(path)],
+                    tmp_path / "out", message)
+    assert str(path) in line
+
+
+def test_a_results_folder_that_cannot_be_written_is_refused(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    _refused(["run", "--method", "baseline", *TINY], blocker / "results",
+             "results directory is not writable")
+
+
+def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ferbench.cli", "run", "--protocol", "nosie30",
+                           *TINY, "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "ferbench: error: unknown protocol 'nosie30'; did you mean 'noise30'? (choices: clean, "
+        "cross, noise, noise10, noise20, noise30, noise_file)"]
+    assert "Traceback" not in proc.stdout + proc.stderr
