@@ -51,7 +51,7 @@ class RunContext:
     """The run as a method sees it. Built by the engine; methods read it, never write files."""
 
     def __init__(self, *, classes, image_size, device, precision, train, val, test, epochs,
-                 batch_size, generator, create_backbone, predict_fn, flops_fn=None):
+                 batch_size, generator, create_backbone, predict_fn):
         self.classes = tuple(classes)
         self.class_names = self.classes
         self.num_classes = len(self.classes)
@@ -79,9 +79,14 @@ class RunContext:
 
     # ---- models ----------------------------------------------------------
     def create_backbone(self, name: str | None = None, num_classes: int | None = None,
-                        weights: str | None = "config", **kwargs) -> torch.nn.Module:
-        """A timm model by name (default: the config's backbone), with the config's weights."""
-        return self._create_backbone(name, num_classes, weights, **kwargs)
+                        weights: str | None = "config", ignore_keys=(), **kwargs
+                        ) -> torch.nn.Module:
+        """A timm model by name (default: the config's backbone), with the config's weights.
+
+        `ignore_keys`: checkpoint key prefixes to leave out (recorded in the result).
+        Other keyword arguments go to `timm.create_model`.
+        """
+        return self._create_backbone(name, num_classes, weights, ignore_keys, **kwargs)
 
     def frozen(self, module: torch.nn.Module) -> torch.nn.Module:
         """Kept in eval mode without gradients, out of checkpoints and parameter counts."""

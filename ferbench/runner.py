@@ -247,7 +247,7 @@ def _context(pv: ProtocolView, mcfg, mode, device, precision, seed, req):
     weights_info: list = []
     full_model = _is_own_weights(mcfg.weights)
 
-    def create_backbone(name=None, num_classes=None, weights="config", **kw):
+    def create_backbone(name=None, num_classes=None, weights="config", ignore_keys=(), **kw):
         name = name or mcfg.backbone
         try:
             model = timm.create_model(name, pretrained=False,
@@ -257,7 +257,7 @@ def _context(pv: ProtocolView, mcfg, mode, device, precision, seed, req):
         path = mcfg.weights if weights == "config" else weights
         if path and not full_model:
             weights_info.append({"backbone": name, "file": str(path),
-                                 **load_into(model, path)})
+                                 **load_into(model, path, ignore_keys)})
         elif not path:
             weights_info.append({"backbone": name, "file": None, "init": "random"})
         return model

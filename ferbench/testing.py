@@ -3,7 +3,9 @@
     from ferbench.testing import check_method
     check_method("mymethod")          # or check_method(MyMethodClass)
 
-It runs on a tiny synthfer set with the method's `quick` preset and raises
+`tiny_context` and `build_model` give a plugin's own unit tests the same
+context without a run. The kit runs on a tiny synthfer set with the method's
+`quick` preset and raises
 AssertionError naming the broken rule. What it checks: the method builds;
 several optimisation steps on one fixed batch without augmentation lower the
 training loss; predictions are probabilities of the right shape; optional
@@ -47,40 +49,61 @@ def _state_equal(a, b) -> bool:
     return a == b
 
 
-def check_method(method, steps: int = 30, overrides=(), workdir: str | Path | None = None
-                 ) -> dict:
-    """Check `method` (a registered name or a Method class) against the contract."""
+def tiny_context(method, overrides=(), epochs: int = 2, batch_size: int = 16,
+                 noise_rate: float = 30, data_options: dict | None = None):
+    """A method instance and a `RunContext` on a tiny synthfer set under generated noise.
+
+    For a plugin's unit tests: everything the engine would hand the method,
+    with no run around it. Images come through the decoded cache, so set
+    `FERBENCH_CACHE` (ferbench's own tests do) to keep it out of the user's.
+    """
     from .config import compose_run, to_method_config
-    from .engine import Engine
-    from .protocols import Noise, finish_view
-    from .runner import RunRequest, _context, run
     from .datasets.base import open_dataset
     from .datasets.synthfer import SynthFER
     from .device import resolve_device
+    from .protocols import Noise, finish_view
+    from .runner import RunRequest, _context
+
+    name, cls = _method_class(method)
+    ds = open_dataset(SynthFER(), None, None, {**TINY, **(data_options or {})})
+    view = finish_view(Noise().apply(ds, {"rate": noise_rate, "noise_seed": 0}), {})
+    cfg = compose_run(name, cls, "quick", {"method.epochs": epochs,
+                                           "method.batch_size": batch_size}, list(overrides))
+    mcfg = to_method_config(cls, cfg)
+    ctx, _ = _context(view, mcfg, "L", resolve_device("cpu"), "fp32", 0,
+                      RunRequest(show_progress=False))
+    return cls(mcfg), ctx
+
+
+def build_model(method, ctx):
+    """`method.build(ctx)`, with `ctx.train_predictions` bound to the model as the engine does."""
+    from .engine import Engine
+
+    model = method.build(ctx)
+    assert isinstance(model, torch.nn.Module), \
+        f"{type(method).__name__}.build must return an nn.Module"
+    engine = Engine(method, ctx, seed=0, test_labels=None, val_labels=None, checkpoint_dir=None,
+                    resume=False)
+    ctx._predict_fn = lambda data, view: torch.from_numpy(
+        engine.predict_split(model, data, view)[0])
+    return model
+
+
+def check_method(method, steps: int = 30, overrides=(), workdir: str | Path | None = None
+                 ) -> dict:
+    """Check `method` (a registered name or a Method class) against the contract."""
+    from .runner import RunRequest, run
 
     name, cls = _method_class(method)
     report: dict = {"method": name}
     tmp = Path(workdir or tempfile.mkdtemp(prefix="ferbench-conformance-"))
-    cache = tmp / "cache"
     old_cache = os.environ.get("FERBENCH_CACHE")
-    os.environ["FERBENCH_CACHE"] = str(cache)
+    os.environ["FERBENCH_CACHE"] = str(tmp / "cache")
     try:
-        ds = open_dataset(SynthFER(), None, None, TINY)
-        view = finish_view(Noise().apply(ds, {"rate": 30, "noise_seed": 0}), {})
-        cfg = compose_run(name, cls, "quick", {"method.epochs": 2, "method.batch_size": 16},
-                          list(overrides))
-        mcfg = to_method_config(cls, cfg)
-        m = cls(mcfg)
-        device = resolve_device("cpu")
-        req = RunRequest(show_progress=False)
-        ctx, _ = _context(view, mcfg, "L", device, "fp32", 0, req)
+        m, ctx = tiny_context(method, overrides)
+        mcfg = m.config
         torch.manual_seed(0)
-        model = m.build(ctx)
-        assert isinstance(model, torch.nn.Module), f"{name}.build must return an nn.Module"
-        engine = Engine(m, ctx, seed=0, test_labels=view.test_labels, val_labels=None,
-                        checkpoint_dir=None, resume=False)
-        ctx._predict_fn = lambda data, v: torch.from_numpy(
-            engine.predict_split(model, data, v)[0])
+        model = build_model(m, ctx)
 
         # 1. a fixed batch without augmentation: the loss must go down
         idx = torch.arange(16)

@@ -50,15 +50,19 @@ def _strip(key: str) -> str:
     return key
 
 
-def load_into(model: torch.nn.Module, path: str | Path) -> dict:
+def load_into(model: torch.nn.Module, path: str | Path, ignore=()) -> dict:
     """Load weights into `model`; a classifier of another class count is re-initialised.
 
-    Returns what happened (`reinitialised` head keys, the source run key if any).
-    Any other mismatch is a DataError listing the unmatched keys.
+    `ignore` lists key prefixes of the checkpoint to leave out (a face-recognition
+    checkpoint's own feature or margin layers). Returns what happened
+    (`reinitialised` head keys, `ignored` keys, the source run key if any). Any
+    other mismatch is a DataError listing the unmatched keys.
     """
     state, run_key = read_state_dict(path)
     own = model.state_dict()
     state = {(k if k in own else _strip(k)): v for k, v in state.items()}
+    ignored = sorted(k for k in state if ignore and k.startswith(tuple(ignore)))
+    state = {k: v for k, v in state.items() if k not in ignored}
     head = _classifier_prefix(model)
     reinit = [k for k, v in state.items()
               if head and k.startswith(head) and k in own and own[k].shape != v.shape]
@@ -80,7 +84,7 @@ def load_into(model: torch.nn.Module, path: str | Path) -> dict:
                              + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else ""))
         raise DataError(path, "does not fit the architecture (" + "; ".join(parts) + ")")
     model.load_state_dict(state, strict=False)
-    return {"reinitialised": reinit, "source_run": run_key}
+    return {"reinitialised": reinit, "ignored": ignored, "source_run": run_key}
 
 
 def _classifier_prefix(model) -> str | None:

@@ -8,7 +8,6 @@ import math
 from types import SimpleNamespace
 
 import pytest
-import timm
 import torch
 from ferbench_man.method import (
     AMBIGUOUS,
@@ -29,7 +28,7 @@ from ferbench_man.method import (
 from torch import nn
 
 import ferbench.models  # noqa: F401  (registers ferbench_resnet_tiny with timm)
-from ferbench.context import RunContext, SplitData
+from ferbench.testing import build_model, tiny_context
 from ferbench.errors import ConfigError
 from ferbench.method import PerSample
 from ferbench.nn import normalize
@@ -194,27 +193,10 @@ def test_per_batch_division_records_the_step():
 
 
 # ---- the division pass on a real context ----------------------------------------------------
-def make_ctx(n=20, size=32, epochs=4):
-    g = torch.Generator().manual_seed(0)
-    cache = (torch.rand(n, size, size, 3, generator=g) * 255).to(torch.uint8).numpy()
-    ids = tuple(f"s{i}" for i in range(n))
-    train = SplitData("train", ids, torch.arange(n) % K, {}, cache)
-    test = SplitData("test", ids[:4], None, {}, cache[:4])
-
-    def create(name, num_classes, weights, **kw):
-        return timm.create_model("ferbench_resnet_tiny", num_classes=num_classes or K)
-
-    return RunContext(classes=["a", "b", "c"], image_size=size, device=torch.device("cpu"),
-                      precision="fp32", train=train, val=None, test=test, epochs=epochs,
-                      batch_size=8, generator=torch.Generator().manual_seed(0),
-                      create_backbone=create, predict_fn=None)
-
-
 def test_division_pass_outputs_and_state_round_trip():
-    ctx = make_ctx()
-    m = MAN(MANConfig(warmup_frac=0.25))
+    m, ctx = tiny_context("man", ["warmup_frac=0.25"], epochs=4, data_options={"n_train": 20})
     torch.manual_seed(0)
-    model = m.build(ctx)
+    model = build_model(m, ctx)
     assert not torch.equal(model.net1.fc.weight, model.net2.fc.weight)  # heads seeded apart
     n = len(ctx.train)
     assert m.noise_scores(model, ctx).shape == (n,) and m.noise_decisions(model, ctx) is None
@@ -233,11 +215,11 @@ def test_division_pass_outputs_and_state_round_trip():
     assert isinstance(end["in_noisy"], PerSample)
     assert torch.equal(end["in_noisy"].values.bool(), decisions)
     pred = m.predict(model.eval(), ctx.train.images(torch.arange(5), "none"))
-    assert pred.members.shape == (5, 2, K) and torch.allclose(pred.probs.sum(1), torch.ones(5))
+    assert pred.members.shape == (5, 2, ctx.num_classes) and torch.allclose(pred.probs.sum(1), torch.ones(5))
     buf = io.BytesIO()
     torch.save(m.state_dict(), buf)
     buf.seek(0)
-    fresh = MAN(MANConfig(warmup_frac=0.25))
+    fresh = MAN(m.config)
     fresh.load_state_dict(torch.load(buf, weights_only=False))
     assert torch.equal(fresh.noise_decisions(model, ctx), decisions)
     assert torch.equal(fresh.noise_scores(model, ctx), scores)

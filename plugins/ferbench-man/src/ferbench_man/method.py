@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ferbench import Method, MethodConfig, OptimizerSpec, PerSample, Prediction
-from ferbench.engine import split_epochs
-from ferbench.errors import ConfigError
+from ferbench import (ConfigError, Method, MethodConfig, OptimizerSpec, PerSample, Prediction,
+                      split_epochs)
 from ferbench.nn import normalize
 
 CLEAN, AMBIGUOUS, NOISY = 0, 1, 2
@@ -145,7 +144,7 @@ class MAN(Method):
                   "lr": 1e-3, "weight_decay": 1e-4, "warmup_frac": 0.1, "optimizer": "adam",
                   "scheduler": "exponential", "lr_gamma": 0.9},
         "quick": {"backbone": "ferbench_resnet_tiny", "image_size": 48, "batch_size": 64,
-                  "epochs": 8, "lr": 1e-3, "weight_decay": 1e-4, "warmup_frac": 0.125},
+                  "epochs": 8, "lr": 1e-3, "weight_decay": 1e-4, "warmup_frac": 0.5},
     }
     preset_sources = {"paper": "code", "quick": "ferbench"}
 
@@ -170,7 +169,10 @@ class MAN(Method):
     # ---- building and predicting ---------------------------------------------------------
     def build(self, ctx):
         """Two backbones from `ctx.create_backbone()` (the config's weights in both)."""
-        nets = [ctx.create_backbone(), ctx.create_backbone()]  # the same weights when given
+        # The same weights in both when given; like the code, a face-recognition checkpoint's
+        # own `feature.*` layer is skipped (the head is re-initialised anyway).
+        nets = [ctx.create_backbone(ignore_keys=("feature.",)),
+                ctx.create_backbone(ignore_keys=("feature.",))]
         # The code loads the checkpoint without its classifier: two random heads. Each head is
         # re-initialised under its own seed, drawn from the run's seeded stream.
         self._head_seeds = torch.randint(0, 2**31 - 1, (2,)).tolist()
