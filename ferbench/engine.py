@@ -273,6 +273,8 @@ class Engine:
             state = self._restore(model, [], ckpt)
             history, per_sample, oracle, selected, best_val, img_count, train_time = state
             resumed_from = ckpt["epoch"] + 1
+        if self.eval_every != 1:
+            oracle = None  # the best test epoch is unknown unless every epoch was tested
         return self._finish(model, history, per_sample, oracle, selected, t_start,
                             img_count, train_time, resumed_from)
 

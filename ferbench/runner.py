@@ -155,6 +155,10 @@ def run_one(req, out, ds, mode, family, params, view, name, cls, preset, seed, t
                                                    precision == "bf16")
     stem = key.stem(out)
     run_dir = stem.parent / f"{stem.name}.run"
+    if (run_dir / "checkpoint.pt").exists():
+        console.print("  an interrupted run of this key has a checkpoint: "
+                      + ("continuing it" if req.resume else "starting over (--resume continues it)"),
+                      highlight=False)
     engine = Engine(method, ctx, seed=seed, test_labels=pv.test_labels, val_labels=pv.val_labels,
                     checkpoint_dir=run_dir, resume=req.resume,
                     eval_every=int(cfg.engine.eval_every), select=cfg.engine.select,

@@ -107,7 +107,7 @@ def test_ckplus_name_without_subject_is_named(tmp_path):
 def test_ckplus_unknown_class_folder_is_named(tmp_path):
     ckplus_tree(tmp_path, subjects=2)
     write_image(tmp_path / "pain" / "S001_001_00000001.png")
-    with pytest.raises(DataError, match=r"pain: folder name 'pain' is not an emotion"):
+    with pytest.raises(DataError, match=r"pain: unknown class folder 'pain': not an emotion"):
         open_dataset(CKPlus(), tmp_path)
 
 

@@ -356,8 +356,8 @@ def test_ferplus_detection_and_options(tmp_path):
     (["fer0000009.png", "(0, 0, 48, 48)", *"1 2 -3 0 0 0 0 0 0 0".split()], "non-negative"),
     (["fer0000009.png", "(0, 0, 48, 48)", *[1] * 10],
      "lists FER2013Train/fer0000009.png, which does not exist"),
-    (["../x.png", "(0, 0, 48, 48)", *[1] * 10], "'../x.png' is empty or leaves the dataset"),
-    (["/etc/x.png", "(0, 0, 48, 48)", *[1] * 10], "leaves the dataset"),
+    (["../x.png", "(0, 0, 48, 48)", *[1] * 10], "'../x.png' is empty or escapes the data root"),
+    (["/etc/x.png", "(0, 0, 48, 48)", *[1] * 10], "escapes the data root"),
     (["fer0000000.png", "(0, 0, 48, 48)", *[1] * 10], "listed twice \\(first on line 1\\)"),
 ])
 def test_ferplus_bad_label_rows_name_file_and_line(tmp_path, row, message):

@@ -6,7 +6,6 @@ validation set (500 images per class), which the papers report as "test".
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..labels import BASIC7, CLASSES, canonical
-from . import _layouts as L
+from ..labels import BASIC7, CLASSES, canonical, indices
+from . import _files as F
 from .base import Dataset, DatasetAdapter
 
 # Expression codes of the AffectNet CSVs; 8 none, 9 uncertain, 10 non-face are dropped.
@@ -78,14 +77,14 @@ class AffectNet(DatasetAdapter):
         splits = {}
         for part, (ids, codes, boxes, va, where) in rows.items():
             keep = _keep(codes, k, part, notes)
-            labels = np.asarray(L.native_table(NATIVE), dtype=np.int64)[codes[keep]]
+            labels = np.asarray(indices(NATIVE), dtype=np.int64)[codes[keep]]
             extras = {}
             if va is not None and not np.isnan(va[keep]).any():
                 extras = {"valence": va[keep, 0], "arousal": va[keep, 1]}
             elif va is not None and not np.isnan(va[keep]).all():
                 notes.append(f"{part}: valence/arousal missing for some images, so left out")
-            L.no_duplicates(ids, where)
-            splits[part] = L.make_split(
+            F.no_duplicates(ids, where)
+            splits[part] = F.make_split(
                 self.name, part, root, [ids[i] for i in np.flatnonzero(keep)], labels, classes,
                 boxes=None if boxes is None else boxes[keep], extras=extras,
                 label_extras=extras.keys())
@@ -104,7 +103,7 @@ def _keep(codes: np.ndarray, k: int, part: str, notes: list[str]) -> np.ndarray:
 
 
 def _code(value: str, path: Path, line: int | None) -> int:
-    code = L.parse_int(value, path, line, "expression") if line is not None else int(value)
+    code = F.parse_int(value, path, line, "expression") if line is not None else int(value)
     if not 0 <= code <= 10:
         raise DataError(path, f"expression {code} is not an AffectNet code (0-10)", line)
     return code
@@ -116,7 +115,7 @@ def _csv(root: Path, name: str) -> Path | None:
 
 def _open_official(root: Path, options, notes) -> dict:
     out = {}
-    listing = L.Listing(root)
+    listing = F.Listing(root)
     for part, name in (("train", "training.csv"), ("test", "validation.csv")):
         path = _csv(root, name)
         if path is None:
@@ -125,7 +124,7 @@ def _open_official(root: Path, options, notes) -> dict:
         ids, codes, boxes, va = [], [], [], []
         for n, row in _csv_rows(path, notes):
             code = _code(row[6], path, n)
-            rel = L.safe_relpath(root, row[0], path, n, under=_IMAGES)
+            rel = F.safe_relpath(root, row[0], path, n, under=_IMAGES)
             try:
                 box = [int(float(x)) for x in row[1:5]]
                 v, a = float(row[7]), float(row[8])
@@ -148,26 +147,23 @@ def _open_official(root: Path, options, notes) -> dict:
 
 def _csv_rows(path: Path, notes: list[str]):
     """(line, row) of an AffectNet CSV; a file without the header row is read in the usual order."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        order = None
-        for row in reader:
-            n = reader.line_num
-            if not row or not "".join(row).strip():
+    order = None
+    for n, row in F.read_rows(path):
+        if not "".join(row).strip():  # spreadsheet exports end in rows of bare commas
+            continue
+        if order is None:
+            order = list(range(len(COLUMNS)))
+            if row[0].strip() == COLUMNS[0]:
+                head = [c.strip() for c in row]
+                missing = [c for c in COLUMNS if c not in head]
+                if missing:
+                    raise DataError(path, f"header lacks {', '.join(missing)}", n)
+                order = [head.index(c) for c in COLUMNS]
                 continue
-            if order is None:
-                order = list(range(len(COLUMNS)))
-                if row[0].strip() == COLUMNS[0]:
-                    head = [c.strip() for c in row]
-                    missing = [c for c in COLUMNS if c not in head]
-                    if missing:
-                        raise DataError(path, f"header lacks {', '.join(missing)}", n)
-                    order = [head.index(c) for c in COLUMNS]
-                    continue
-                notes.append(f"{path.name} has no header row: read as {','.join(COLUMNS)}")
-            if len(row) <= max(order):
-                raise DataError(path, f"{len(row)} columns, expected {len(COLUMNS)}", n)
-            yield n, [row[i].strip() for i in order]
+            notes.append(f"{path.name} has no header row: read as {','.join(COLUMNS)}")
+        if len(row) <= max(order):
+            raise DataError(path, f"{len(row)} columns, expected {len(COLUMNS)}", n)
+        yield n, [row[i].strip() for i in order]
 
 
 def _open_index(root: Path, options, notes) -> dict:
@@ -177,14 +173,14 @@ def _open_index(root: Path, options, notes) -> dict:
     prefer = ("_8cls", "") if options["classes"] == 8 else ("", "_8cls")
     suffix = next((s for s in prefer if (folder / f"images{s}.txt").is_file()), "")
     images, labels, split = (folder / f.replace(".txt", f"{suffix}.txt") for f in _INDEX_NAMES)
-    rows = L.read_index_lists(images, labels, split)
+    rows = F.read_index_lists(images, labels, split)
     notes.append(f"read {images.name}, {labels.name}, {split.name}; labels in AffectNet's "
                  f"0-based order (0 neutral ... 7 contempt), paths relative to the data root")
-    listing = L.Listing(root)
+    listing = F.Listing(root)
     out = {}
     for part, flag in (("train", True), ("test", False)):
         sel = [r for r in rows if r.train == flag]
-        ids = [L.safe_relpath(root, r.name, images, r.name_line) for r in sel]
+        ids = [F.safe_relpath(root, r.name, images, r.name_line) for r in sel]
         for r, rel in zip(sel, ids):
             listing.require(rel, images, r.name_line)
         codes = np.asarray([_code(r.label, labels, r.label_line) for r in sel], dtype=np.int64)
@@ -199,7 +195,7 @@ def _open_preprocessed(root: Path, options, notes) -> dict:
     out = {}
     for part, name in _PRE_SPLITS.items():
         ids, codes, va = [], [], []
-        for rel in L.image_files(root, root / name):
+        for rel in F.image_files(root, root / name):
             code, v, a = parse_name(root / rel)
             ids.append(rel)
             codes.append(code)

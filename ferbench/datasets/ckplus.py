@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..labels import CLASSES, canonical
-from . import _common as C
+from . import _files as F
 from .base import Dataset, DatasetAdapter
 from .samples import FileSource, Samples
 
@@ -36,9 +36,11 @@ class CKPlus(DatasetAdapter):
                      5: "happiness", 6: "sadness", 7: "surprise"}
 
     def detect(self, root: Path) -> list[str]:
-        for folder in C.subdirs(root):
-            if canonical(folder) is not None and any(
-                    SUBJECT.match(n) for n in C.list_images(root / folder, EXTS)):
+        for folder in F.subdirs(root):
+            if canonical(folder.name) is None:
+                continue
+            names = F.image_files(folder, folder, recursive=False, exts=EXTS)
+            if any(SUBJECT.match(n) for n in names):
                 return ["folders"]
         return []
 
@@ -51,9 +53,9 @@ class CKPlus(DatasetAdapter):
         if folds < 2 or fold >= folds:
             raise ConfigError(f"options folds={folds}, fold={fold} of dataset ckplus: expected "
                               f"folds >= 2 and fold in 0..{folds - 1} (or -1 for no fold)")
-        items = C.scan_class_folders(root, exts=EXTS)
+        items = F.scan_class_folders(root, exts=EXTS)
         ids = tuple(rel for rel, _ in items)
-        labels = np.asarray([CLASSES.index(cls) for _, cls in items], dtype=np.int64)
+        labels = np.asarray([label for _, label in items], dtype=np.int64)
         subject = np.asarray([_subject(root, rel) for rel in ids], dtype=np.int64)
         if not ids:
             raise DataError(root, "no images in the class folders")

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..labels import BASIC7, CLASSES, canonical
-from . import _common as C
+from . import _files as F
 from .base import Dataset, DatasetAdapter
 from .samples import ArraySource, FileSource, Samples
 
@@ -43,7 +43,7 @@ class FER2013(DatasetAdapter):
 
     def detect(self, root: Path) -> list[str]:
         found = []
-        if C.has_class_folder(root / "train") and (root / "test").is_dir():
+        if F.has_class_folder(root / "train") and (root / "test").is_dir():
             found.append("folders")
         if (root / CSV_NAME).is_file():
             found.append("csv")
@@ -83,17 +83,17 @@ def _open_folders(root: Path):
     prefix separates validation from test. A file without a known prefix (a user's
     own export) falls back to its top folder, and a note says how many did.
     """
-    items = C.scan_class_folders(root, "train") + C.scan_class_folders(root, "test")
+    items = F.scan_class_folders(root, "train") + F.scan_class_folders(root, "test")
     parts = {s: ([], [], []) for s in SPLIT_ORDER}
     unprefixed = 0
-    for rel, cls in items:
+    for rel, label in items:
         top, fname = rel.split("/", 1)[0], rel.rsplit("/", 1)[-1]
         split = next((s for p, s in PREFIX.items() if fname.startswith(p)), None)
         if split is None:
             split, unprefixed = top, unprefixed + 1
         ids, _, labels = parts[split]
         ids.append(rel)
-        labels.append(CLASSES.index(cls))
+        labels.append(label)
     out = {s: (ids, FileSource(root, ids), labels) for s, (ids, _, labels) in parts.items()}
     notes = ["labels from the class folder names; split from the file-name prefix "
              "(Training_ → train, PublicTest_ → val, PrivateTest_ → test)"]
@@ -108,7 +108,7 @@ def _open_folders(root: Path):
 def _open_csv(path: Path):
     """Read fer2013.csv: one face per row, 2,304 grey pixels, native labels mapped by name."""
     rows = read_fer2013_csv(path)
-    stamp = C.file_stamp(path)
+    stamp = F.file_stamp(path)
     out = {}
     for split in SPLIT_ORDER:
         index = np.flatnonzero(rows.splits == split)
@@ -141,27 +141,21 @@ def read_fer2013_csv(path: Path) -> Fer2013Rows:
     them with spaces). `emotion` must be 0..6 and `Usage` one of Training,
     PublicTest, PrivateTest; each `pixels` cell holds 48x48 integers in 0..255.
     """
-    rows = C.csv_rows(path, header=True)
-    try:
-        _, header = next(rows)
-    except StopIteration:
-        raise DataError(path, "file is empty") from None
-    cols = C.header_index(header, ("emotion", "pixels", "Usage"), path)
-    ncols = len(header)
+    rows = F.read_rows(path, header=True)
+    _, header = next(rows)
+    cols = F.header_index(header, ("emotion", "pixels", "Usage"), path)
     images, emotions, splits, sizes, lines = [], [], [], [], []
     for line, row in rows:
-        if len(row) != ncols:
-            raise DataError(path, f"expected {ncols} columns, found {len(row)}", line)
         emotion = row[cols["emotion"]].strip()
         if not emotion.isdigit() or int(emotion) >= len(NATIVE):
-            raise DataError(path, f"emotion {C.shown(emotion)} is not one of "
+            raise DataError(path, f"emotion {F.shown(emotion)} is not one of "
                                   f"0..{len(NATIVE) - 1}", line)
         usage = row[cols["Usage"]].strip()
         if usage not in USAGE:
-            raise DataError(path, f"unknown Usage {C.shown(usage)} "
+            raise DataError(path, f"unknown Usage {F.shown(usage)} "
                                   f"(expected {', '.join(USAGE)})", line)
         pixels = row[cols["pixels"]]
-        images.append(C.parse_pixels(pixels, SIDE * SIDE, path, line).reshape(SIDE, SIDE))
+        images.append(F.parse_pixels(pixels, SIDE * SIDE, path, line).reshape(SIDE, SIDE))
         emotions.append(int(emotion))
         splits.append(USAGE[usage])
         sizes.append(len(pixels.encode()))

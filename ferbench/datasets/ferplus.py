@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import DataError, unknown_name
 from ..labels import CLASSES, canonical
-from . import _common as C
+from . import _files as F
 from .base import Dataset, DatasetAdapter
 from .fer2013 import USAGE, read_fer2013_csv
 from .samples import ArraySource, FileSource, Samples
@@ -148,13 +148,17 @@ def _open_folders(root: Path, layout: str, source: str):
         files = ", ".join(label.as_posix() for _, _, label in dirs)
         notes = [f"labels: votes from each split's label.csv ({files}), "
                  f"as the reference trainer reads them"]
-    parts = {}
+    parts, listing = {}, F.Listing(root)
     for role, folder, label in dirs:
         names, votes, lines = by_role[role]
         if not (root / folder).is_dir():
             raise DataError(root / folder, "image folder not found")
         label_file = root / (NEW_CSV if source == "fer2013new" else label)
-        C.check_listed(root, folder, names, label_file, lines)
+        # FileSource would fail later, at the first stat or decode; checking here (one
+        # directory read per folder) gives the user the label line at fault.
+        for name, line in zip(names, lines):
+            if not listing.exists(f"{folder}/{name}"):
+                raise DataError(label_file, f"lists {folder}/{name}, which does not exist", line)
         ids = [f"{folder}/{n}" for n in names]
         parts[role] = (ids, votes, lambda keep, ids=ids: FileSource(root, [ids[i] for i in keep]))
     return parts, notes
@@ -167,12 +171,12 @@ def read_label_csv(path: Path):
     48x48 image in FERPlus and its convention differs between readers, so it is not used.
     """
     names, votes, lines, seen = [], [], [], {}
-    for line, row in C.csv_rows(path, ncols=2 + len(VOTE_NAMES)):
-        name = C.safe_member(row[0].strip(), path, line)
+    for line, row in F.read_rows(path, ncols=2 + len(VOTE_NAMES)):
+        name = F.safe_relpath(None, row[0], path, line)
         if name in seen:
             raise DataError(path, f"{name} is listed twice (first on line {seen[name]})", line)
         seen[name] = line
-        votes.append(C.parse_floats(row[2:], path, line))
+        votes.append(F.parse_floats(row[2:], path, line))
         names.append(name)
         lines.append(line)
     if not names:
@@ -182,25 +186,20 @@ def read_label_csv(path: Path):
 
 def read_new_csv(path: Path):
     """Rows of fer2013new.csv in file order: (line, split, image name or '', votes)."""
-    rows = C.csv_rows(path, header=True)
-    try:
-        _, header = next(rows)
-    except StopIteration:
-        raise DataError(path, "file is empty") from None
-    cols = C.header_index(header, ("Usage", "Image name") + VOTE_NAMES, path)
+    rows = F.read_rows(path, header=True)
+    _, header = next(rows)
+    cols = F.header_index(header, ("Usage", "Image name") + VOTE_NAMES, path)
     vote_cols = [cols[n] for n in VOTE_NAMES]
     out = []
     for line, row in rows:
-        if len(row) != len(header):
-            raise DataError(path, f"expected {len(header)} columns, found {len(row)}", line)
         usage = row[cols["Usage"]].strip()
         if usage not in USAGE:
-            raise DataError(path, f"unknown Usage {C.shown(usage)} "
+            raise DataError(path, f"unknown Usage {F.shown(usage)} "
                                   f"(expected {', '.join(USAGE)})", line)
         name = row[cols["Image name"]].strip()
         if name:
-            name = C.safe_member(name, path, line)
-        votes = C.parse_floats([row[c] for c in vote_cols], path, line)
+            name = F.safe_relpath(None, name, path, line)
+        votes = F.parse_floats([row[c] for c in vote_cols], path, line)
         out.append((line, USAGE[usage], name, votes))
     return out
 
@@ -248,7 +247,7 @@ def _open_csv(root: Path):
         if role != fer.splits[i]:
             raise DataError(new_path, f"Usage says {role} but line {fer.lines[i]} of {FER_CSV} "
                                       f"says {fer.splits[i]}: the files are not row-aligned", line)
-    stamp = f"{C.file_stamp(root / FER_CSV)}:{C.file_stamp(new_path)}"
+    stamp = f"{F.file_stamp(root / FER_CSV)}:{F.file_stamp(new_path)}"
     parts = {}
     for role, _ in SPLITS:
         index = np.asarray([i for i, r in enumerate(rows) if r[1] == role and r[2]], dtype=np.int64)

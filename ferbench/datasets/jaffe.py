@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..labels import BASIC7, CLASSES
-from . import _layouts as L
+from . import _files as F
 from .base import Dataset, DatasetAdapter
 
 # `KA.AN1.39.tiff`: subject, class code with the pose's repeat number, running image number.
@@ -33,13 +33,13 @@ class JAFFE(DatasetAdapter):
     options: dict[str, Any] = {}
 
     def detect(self, root: Path) -> list[str]:
-        names = (p.name for p in root.iterdir() if p.is_file() and L.is_image(p.name))
+        names = F.image_files(root, root, recursive=False)
         return ["flat"] if any(_NAME.match(n) for n in names) else []
 
     def open(self, root: Path | None, layout: str, options: dict[str, Any]) -> Dataset:
         root = Path(root)
         ids, labels, subjects = [], [], []
-        for rel in L.image_files(root, root, recursive=False):
+        for rel in F.image_files(root, root, recursive=False):
             m = _NAME.match(rel)
             if m is None:
                 raise DataError(root / rel, "not a JAFFE name like KA.AN1.39.tiff "
@@ -53,7 +53,7 @@ class JAFFE(DatasetAdapter):
             subjects.append(subject)
         extra = sorted(set(subjects) - set(SUBJECTS))
         table = {s: i for i, s in enumerate(SUBJECTS + tuple(extra))}
-        samples = L.make_split(self.name, "all", root, ids, labels, BASIC7, extras={
+        samples = F.make_split(self.name, "all", root, ids, labels, BASIC7, extras={
             "subject": np.asarray([table[s] for s in subjects], dtype=np.int64)})
         notes = ["JAFFE has no official split: the one split 'all' plays train and test; use it "
                  "as a cross-dataset target, or split by subject (extra 'subject')"]

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, unknown_name
-from ..labels import BASIC7, canonical
-from . import _layouts as L
+from ..labels import BASIC7, canonical, indices
+from . import _files as F
 from .base import Dataset, DatasetAdapter
 
 # RAF-DB labels are 1-based in this order (EmoLabel/list_patition_label.txt); we shift on read.
@@ -77,10 +77,10 @@ class RAFDB(DatasetAdapter):
 
 
 def _raf_label(value: str, path: Path, line: int) -> int:
-    code = L.parse_int(value, path, line, "label")
+    code = F.parse_int(value, path, line, "label")
     if not 1 <= code <= 7:
         raise DataError(path, f"label {code} is not a RAF-DB class (1-7)", line)
-    return L.native_table(RAF_ORDER)[code - 1]
+    return indices(RAF_ORDER)[code - 1]
 
 
 def _read_label_lists(root: Path, layout: str) -> dict[str, list]:
@@ -90,8 +90,8 @@ def _read_label_lists(root: Path, layout: str) -> dict[str, list]:
              {"train": emo / "train_label.txt", "test": emo / "test_label.txt"})
     out: dict[str, list] = {"train": [], "test": []}
     for split, path in files.items():
-        for n, (name, label) in L.read_rows(path, 2, "<image name> <label 1-7>"):
-            name = L.safe_relpath(root, name, path, n)
+        for n, (name, label) in F.read_rows(path, 2, "<image name> <label 1-7>"):
+            name = F.safe_relpath(root, name, path, n)
             part = split
             if not part:  # the official file holds both splits, told apart by the name's prefix
                 part = next((s for s in ("train", "test") if name.startswith(s + "_")), None)
@@ -100,7 +100,7 @@ def _read_label_lists(root: Path, layout: str) -> dict[str, list]:
                                           f"nor test_", n)
             out[part].append((name, _raf_label(label, path, n), path, n))
     for rows in out.values():
-        L.no_duplicates([r[0] for r in rows], rows[0][2] if rows else emo,
+        F.no_duplicates([r[0] for r in rows], rows[0][2] if rows else emo,
                         [r[3] for r in rows])
     return out
 
@@ -118,15 +118,15 @@ def _image_folder(root: Path, images: str) -> str:
 
 
 def _list_split(dataset, split, root, folder, images, rows):
-    listing = L.Listing(root)
+    listing = F.Listing(root)
     ids = []
     for name, _, path, n in rows:
         # The aligned crops are named after the list entry with "_aligned" before the extension.
         file = f"{posixpath.splitext(name)[0]}_aligned.jpg" if images == "aligned" else name
-        rel = L.safe_relpath(root, file, path, n, under=folder)
+        rel = F.safe_relpath(root, file, path, n, under=folder)
         listing.require(rel, path, n)
         ids.append(rel)
-    return L.make_split(dataset, split, root, ids, [r[1] for r in rows], BASIC7)
+    return F.make_split(dataset, split, root, ids, [r[1] for r in rows], BASIC7)
 
 
 def _index_dir(root: Path) -> Path | None:
@@ -141,9 +141,9 @@ def _open_index(dataset: str, root: Path, notes: list[str]) -> dict:
     if folder is None:
         raise DataError(root, f"index lists not found ({', '.join(_INDEX_NAMES)})")
     images, labels, split = (folder / f for f in _INDEX_NAMES)
-    rows = L.read_index_lists(images, labels, split)
-    rels = [L.safe_relpath(root, r.name, images, r.name_line) for r in rows]
-    listing = L.Listing(root)
+    rows = F.read_index_lists(images, labels, split)
+    rels = [F.safe_relpath(root, r.name, images, r.name_line) for r in rows]
+    listing = F.Listing(root)
     # README and lists of UA-FER disagree on the image folder: take the first that holds the
     # first listed image, then require every image there.
     image_dir = next((d for d in _INDEX_IMAGE_DIRS
@@ -155,31 +155,31 @@ def _open_index(dataset: str, root: Path, notes: list[str]) -> dict:
         ids = [posixpath.join(image_dir, rel) for _, rel in sel]
         for (r, _), rel in zip(sel, ids):
             listing.require(rel, images, r.name_line)
-        L.no_duplicates(ids, images, [r.name_line for r, _ in sel])
+        F.no_duplicates(ids, images, [r.name_line for r, _ in sel])
         labs = [_raf_label(r.label, labels, r.label_line) for r, _ in sel]
-        out[part] = L.make_split(dataset, part, root, ids, labs, BASIC7)
+        out[part] = F.make_split(dataset, part, root, ids, labs, BASIC7)
     return out
 
 
 def _folder_kinds(root: Path) -> set[str]:
     try:
-        train, test, _ = L.split_roles([d.name for d in L.subdirs(root)], root)
+        train, test, _ = F.split_roles([d.name for d in F.subdirs(root)], root)
     except DataError:  # two folders claim one role: open() reports it if this layout is chosen
         return set()
     if train is None or test is None:
         return set()
     kinds = set()
-    for d in L.subdirs(root / train):
+    for d in F.subdirs(root / train):
         kinds.add("numeric_folders" if d.name.isdigit() else
                   "named_folders" if canonical(d.name) else "")
     return kinds - {""}
 
 
 def _open_folders(dataset, root, numeric, order, notes) -> dict:
-    train, test, _ = L.split_roles([d.name for d in L.subdirs(root)], root)
+    train, test, _ = F.split_roles([d.name for d in F.subdirs(root)], root)
     if train is None or test is None:
         raise DataError(root, "expected train/ and test/ folders of class folders")
-    dirs = {part: L.subdirs(root / name) for part, name in (("train", train), ("test", test))}
+    dirs = {part: F.subdirs(root / name) for part, name in (("train", train), ("test", test))}
     if test != "test":
         notes.append(f"{test}/ serves as the test split")
     if numeric:
@@ -189,11 +189,11 @@ def _open_folders(dataset, root, numeric, order, notes) -> dict:
     for part, classdirs in dirs.items():
         ids, labs = [], []
         for d in classdirs:
-            label = table[d.name] if numeric else L.folder_class(d, BASIC7)
-            files = L.image_files(root, d)
+            label = table[d.name] if numeric else F.folder_class(d, BASIC7)
+            files = F.image_files(root, d)
             ids += files
             labs += [label] * len(files)
-        out[part] = L.make_split(dataset, part, root, ids, labs, BASIC7)
+        out[part] = F.make_split(dataset, part, root, ids, labs, BASIC7)
     return out
 
 
@@ -226,5 +226,5 @@ def _numeric_table(where: Path, dirs: list[Path], order: str) -> dict[str, int]:
         if seven:
             raise DataError(where, f"--label-order {order} reads folders 0..6, but 7 exists")
         names = dict(enumerate(ZERO_BASED[order]))
-    table = L.native_table(names[c] for c in sorted(codes))
+    table = indices(names[c] for c in sorted(codes))
     return {str(c): t for c, t in zip(sorted(codes), table)}
