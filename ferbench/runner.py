@@ -20,7 +20,7 @@ from .datasets.audit import audit, leaked_test_indices
 from .datasets.base import open_dataset
 from .device import describe, resolve_device, resolve_precision
 from .engine import Engine, trainable_state
-from .errors import ConfigError
+from .errors import ConfigError, unknown_name
 from .plugins import registry
 from .progress import console
 from .protocols import ProtocolView, finish_view, parse_protocol
@@ -59,7 +59,7 @@ def _open(name, root, layout=None, options=None):
 
 
 def plan_runs(req: RunRequest):
-    """Validate names and build each protocol view once: [(view, [(method, cls)])]."""
+    """Check every name before any run starts: (dataset, parsed protocols, methods, preset)."""
     reg = registry()
     methods = req.methods or sorted(reg.methods)
     classes = {m: reg.get("methods", m) for m in methods}
@@ -68,8 +68,6 @@ def plan_runs(req: RunRequest):
     preset = req.preset or ("quick" if req.dataset == "synthfer" else "paper")
     for m, cls in classes.items():
         if preset not in (getattr(cls, "presets", None) or {}):
-            from .errors import unknown_name
-
             raise unknown_name(f"preset of method {m}", preset, cls.presets)
     if req.flags.get("weights"):
         read_state_dict(req.flags["weights"])  # a missing or broken file fails before any run

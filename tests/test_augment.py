@@ -1,0 +1,91 @@
+"""Batched augmentation views: what each view does to a batch, and reproducibility."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ferbench.data.augment import (VIEWS, apply_view, crop_flip, register_view, resolve_view,
+                                   random_erase)
+from ferbench.errors import ConfigError
+
+
+def _batch(b=8, size=16, c=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (b, size, size, c), dtype=torch.uint8, generator=g)
+
+
+@pytest.mark.parametrize("view", ["none", "weak", "strong", "flip"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_view_gives_three_channel_floats_in_unit_range(view, channels):
+    x = apply_view(view, _batch(c=channels), torch.Generator().manual_seed(0))
+    assert x.shape == (8, 3, 16, 16) and x.dtype == torch.float32
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+
+
+def test_none_is_the_image_itself_and_flip_mirrors_it():
+    raw = _batch(c=1)
+    none = apply_view("none", raw, torch.Generator())
+    assert torch.equal(none[:, 0], raw[..., 0].float() / 255)
+    flipped = apply_view("flip", raw, torch.Generator())
+    assert torch.equal(flipped, none.flip(3))
+
+
+def test_the_same_generator_state_gives_the_same_augmentation():
+    raw = _batch()
+    a = apply_view("strong", raw, torch.Generator().manual_seed(3))
+    b = apply_view("strong", raw, torch.Generator().manual_seed(3))
+    c = apply_view("strong", raw, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_crop_without_padding_or_flip_is_the_identity():
+    raw = _batch()
+    assert torch.equal(crop_flip(raw, torch.Generator(), pad=0.0, flip=False), raw)
+
+
+def test_crop_and_flip_keep_every_output_pixel_from_the_padded_image():
+    # A constant image stays constant under reflect padding, crops and mirroring.
+    raw = torch.full((4, 16, 16, 1), 77, dtype=torch.uint8)
+    out = crop_flip(raw, torch.Generator().manual_seed(0), pad=0.25, flip=True)
+    assert bool((out == 77).all())
+
+
+def test_random_erasing_fills_a_rectangle_only_in_chosen_samples():
+    x = torch.full((32, 1, 16, 16), 0.5)
+    out = random_erase(x, torch.Generator().manual_seed(0), p=1.0, scale=(0.1, 0.2))
+    changed = (out != 0.5).flatten(1).any(1)
+    assert bool(changed.all())
+    untouched = random_erase(x, torch.Generator().manual_seed(0), p=0.0)
+    assert torch.equal(untouched, x)
+
+
+def test_views_resolve_with_their_full_parameters_for_the_config_hash():
+    name, params = resolve_view(("weak", {"erase": 0.25}))
+    assert name == "weak" and params == {"pad": 0.125, "flip": True, "erase": 0.25}
+    with pytest.raises(ConfigError, match="did you mean 'strong'"):
+        resolve_view("strnog")
+
+
+def test_a_plugin_can_register_a_view_once():
+    @register_view("test-invert-once")
+    def invert(images, gen):
+        return 1 - images.permute(0, 3, 1, 2).float() / 255
+
+    try:
+        out = apply_view("test-invert-once", _batch(), torch.Generator())
+        assert out.shape == (8, 3, 16, 16)
+        with pytest.raises(ValueError, match="already registered"):
+            register_view("test-invert-once")(invert)
+    finally:
+        VIEWS.pop("test-invert-once", None)
+
+
+@pytest.mark.parametrize("view", ["weak", "strong"])
+@pytest.mark.parametrize("size", [48, 112])
+def test_augmentation_kernel_speed(benchmark, view, size):
+    """pytest --benchmark-enable -k kernel_speed prints images/s per view and size."""
+    raw = _batch(b=256, size=size)
+    gen = torch.Generator().manual_seed(0)
+    out = benchmark(apply_view, view, raw, gen)
+    assert out.shape == (256, 3, size, size)
