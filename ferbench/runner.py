@@ -148,7 +148,12 @@ def run_one(req, out, ds, mode, family, params, view, name, cls, preset, seed, t
     console.print(f"{label} · {precision} on {device.type}", highlight=False)
     noise_file = _write_noise(out, ds.name, pv)
     t0 = time.time()
-    ctx, weights_info = _context(pv, mcfg, mode, device, precision, seed, req)
+    # A weights.pt that ferbench wrote (it carries its run key) restores the whole model;
+    # any other checkpoint goes into each backbone the method builds.
+    state, source_run = read_state_dict(mcfg.weights) if mcfg.weights else (None, None)
+    whole_model = source_run is not None
+    ctx, weights_info = _context(pv, mcfg, mode, device, precision, req.show_progress,
+                                 whole_model)
     channels_last = {"on": True, "off": False}.get(cfg.engine.channels_last,
                                                    precision == "bf16")
     stem = key.stem(out)
@@ -161,10 +166,10 @@ def run_one(req, out, ds, mode, family, params, view, name, cls, preset, seed, t
                     checkpoint_dir=run_dir, resume=req.resume,
                     eval_every=int(cfg.engine.eval_every), select=cfg.engine.select,
                     channels_last=channels_last, show_progress=req.show_progress)
-    if _is_own_weights(mcfg.weights):
-        engine.initial_state = (mcfg.weights, read_state_dict(mcfg.weights)[0])
+    if whole_model:
+        engine.initial_state = (mcfg.weights, state)
         weights_info.append({"file": str(mcfg.weights), "whole_model": True,
-                             "source_run": read_state_dict(mcfg.weights)[1]})
+                             "source_run": source_run})
     res = engine.fit()
     scores = score_run(pv, res)
     record = _record(key, pv, name, cls, preset, resolved, ds, res, scores, noise_file,
@@ -233,13 +238,12 @@ def _split_data(name, samples, labels, mode, size, device, withhold, show):
     return SplitData(name, samples.ids, lab, extras, cache)
 
 
-def _context(pv: ProtocolView, mcfg, mode, device, precision, seed, req):
+def _context(pv: ProtocolView, mcfg, mode, device, precision, show=None, whole_model=False):
     import timm
 
     from . import models  # noqa: F401  (registers ferbench's backbones with timm)
 
     size = int(mcfg.image_size)
-    show = req.show_progress
     train = _split_data("train", pv.train, pv.train_labels, mode, size, device,
                         pv.withhold_label_extras, show)
     val = (_split_data("val", pv.val, pv.val_labels, mode, size, device,
@@ -247,7 +251,6 @@ def _context(pv: ProtocolView, mcfg, mode, device, precision, seed, req):
     test = _split_data("test", pv.test, None, mode, size, device, False, show)
     test.extras = {}  # the method never sees test labels or label-carrying test extras
     weights_info: list = []
-    full_model = _is_own_weights(mcfg.weights)
 
     def create_backbone(name=None, num_classes=None, weights="config", ignore_keys=(), **kw):
         name = name or mcfg.backbone
@@ -257,7 +260,7 @@ def _context(pv: ProtocolView, mcfg, mode, device, precision, seed, req):
         except RuntimeError as e:
             raise ConfigError(f"backbone {name!r}: {e}") from None
         path = mcfg.weights if weights == "config" else weights
-        if path and not full_model:
+        if path and not (whole_model and weights == "config"):
             weights_info.append({"backbone": name, "file": str(path),
                                  **load_into(model, path, ignore_keys)})
         elif not path:
@@ -270,13 +273,6 @@ def _context(pv: ProtocolView, mcfg, mode, device, precision, seed, req):
                      generator=torch.Generator(device=device),
                      create_backbone=create_backbone, predict_fn=None)
     return ctx, weights_info
-
-
-def _is_own_weights(path) -> bool:
-    if not path:
-        return False
-    _, key = read_state_dict(path)
-    return key is not None
 
 
 def _save_weights(path: Path, state: dict, key: RunKey) -> None:

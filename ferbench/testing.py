@@ -62,7 +62,7 @@ def tiny_context(method, overrides=(), epochs: int = 2, batch_size: int = 16,
     from .datasets.synthfer import SynthFER
     from .device import resolve_device
     from .protocols import Noise, finish_view
-    from .runner import RunRequest, _context
+    from .runner import _context
 
     name, cls = _method_class(method)
     ds = open_dataset(SynthFER(), None, None, {**TINY, **(data_options or {})})
@@ -70,8 +70,7 @@ def tiny_context(method, overrides=(), epochs: int = 2, batch_size: int = 16,
     cfg = compose_run(name, cls, "quick", {"method.epochs": epochs,
                                            "method.batch_size": batch_size}, list(overrides))
     mcfg = to_method_config(cls, cfg)
-    ctx, _ = _context(view, mcfg, "L", resolve_device("cpu"), "fp32", 0,
-                      RunRequest(show_progress=False))
+    ctx, _ = _context(view, mcfg, "L", resolve_device("cpu"), "fp32", show=False)
     return cls(mcfg), ctx
 
 

@@ -39,7 +39,7 @@ def test_plain_state_dict_loads_every_tensor(tmp_path, arch):
     src = _model(arch, seed=1).state_dict()
     model = _model(arch, seed=2)
     info = load_into(model, _save(tmp_path / "w.pt", src))
-    assert info == {"reinitialised": [], "source_run": None}
+    assert info == {"reinitialised": [], "ignored": [], "source_run": None}
     assert _same(src, model.state_dict())
 
 
@@ -149,3 +149,17 @@ def test_a_checkpoint_carrying_python_code_is_refused_not_executed(tmp_path):
     # The file really would run code under a full unpickler (what weights_only=True prevents).
     torch.load(path, weights_only=False)
     assert marker.is_dir()
+
+
+def test_checkpoint_keys_under_an_ignored_prefix_are_skipped_and_reported(tmp_path):
+    """A face-recognition checkpoint's own layers (MAN's MS-Celeb `feature.*`) need not fit."""
+    model = timm.create_model("ferbench_resnet_tiny", num_classes=7)
+    state = dict(model.state_dict())
+    state["feature.weight"] = torch.zeros(3, 3)
+    path = tmp_path / "msceleb.pt"
+    torch.save(state, path)
+    with pytest.raises(DataError, match="unexpected: feature.weight"):
+        load_into(timm.create_model("ferbench_resnet_tiny", num_classes=7), path)
+    info = load_into(timm.create_model("ferbench_resnet_tiny", num_classes=7), path,
+                     ignore=("feature.",))
+    assert info["ignored"] == ["feature.weight"]
