@@ -89,14 +89,14 @@ def run(req: RunRequest) -> list[Path]:
             params.setdefault("target_root", req.target_root)
         fam = registry().get("protocols", family)
         view = fam.apply(ds, params, open_target=lambda n, r: _open(n, r))
-        views.append((family, params, view))
+        views.append((params, view))
     total = len(views) * len(classes) * len(req.seeds)
     written, i = [], 0
-    for family, params, view in views:
+    for params, view in views:
         for name, cls in classes.items():
             for seed in req.seeds:
                 i += 1
-                path = run_one(req, out, ds, mode, family, params, view, name, cls, preset,
+                path = run_one(req, out, ds, mode, params, view, name, cls, preset,
                                seed, f"[{i}/{total}]")
                 written.append(path)
     if req.leaderboard:
@@ -107,7 +107,7 @@ def run(req: RunRequest) -> list[Path]:
     return written
 
 
-def _flag_overrides(req: RunRequest, params: dict, seed: int) -> dict:
+def _flag_overrides(req: RunRequest, params: dict) -> dict:
     f = {f"method.{k}": v for k, v in req.flags.items()
          if k in ("epochs", "batch_size", "image_size", "backbone", "weights", "lr")}
     f.update({f"engine.{k}": v for k, v in req.flags.items()
@@ -119,8 +119,8 @@ def _flag_overrides(req: RunRequest, params: dict, seed: int) -> dict:
     return f
 
 
-def run_one(req, out, ds, mode, family, params, view, name, cls, preset, seed, tag) -> Path:
-    cfg = compose_run(name, cls, preset, _flag_overrides(req, params, seed), req.overrides)
+def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> Path:
+    cfg = compose_run(name, cls, preset, _flag_overrides(req, params), req.overrides)
     mcfg = to_method_config(cls, cfg)
     device = resolve_device(cfg.engine.device)
     precision = resolve_precision(cfg.engine.precision, device)
@@ -225,7 +225,7 @@ def _write_noise(out: Path, dataset: str, pv: ProtocolView) -> dict | None:
             "n_train": int(len(pv.noise.flipped)), "source": pv.noise.source}
 
 
-def _split_data(name, samples, labels, mode, size, device, withhold, show):
+def _split_data(name, samples, labels, mode, size, withhold, show):
     cache = load_cached(samples, size, mode, show_progress=show).images
     extras = {}
     for k, v in samples.extras.items():
@@ -244,11 +244,11 @@ def _context(pv: ProtocolView, mcfg, mode, device, precision, show=None, whole_m
     from . import models  # noqa: F401  (registers ferbench's backbones with timm)
 
     size = int(mcfg.image_size)
-    train = _split_data("train", pv.train, pv.train_labels, mode, size, device,
+    train = _split_data("train", pv.train, pv.train_labels, mode, size,
                         pv.withhold_label_extras, show)
-    val = (_split_data("val", pv.val, pv.val_labels, mode, size, device,
+    val = (_split_data("val", pv.val, pv.val_labels, mode, size,
                        pv.withhold_label_extras, show) if pv.val is not None else None)
-    test = _split_data("test", pv.test, None, mode, size, device, False, show)
+    test = _split_data("test", pv.test, None, mode, size, False, show)
     test.extras = {}  # the method never sees test labels or label-carrying test extras
     weights_info: list = []
 

@@ -33,7 +33,7 @@ def test_a_preset_sets_the_method_config():
 def test_flags_override_the_preset_and_overrides_override_flags():
     req = RunRequest(flags={"epochs": 2, "batch_size": 16, "lr": 0.5, "device": "cpu"},
                      data_options={"n_train": "64"})
-    flags = _flag_overrides(req, {"noise_seed": 3}, seed=0)
+    flags = _flag_overrides(req, {"noise_seed": 3})
     cfg = _compose(flags)
     assert (cfg.method.epochs, cfg.method.batch_size, cfg.method.lr) == (2, 16, 0.5)
     assert cfg.engine.device == "cpu" and cfg.protocol.noise_seed == 3

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import write_image
 from ferbench import runner
@@ -434,12 +433,11 @@ def test_label_carrying_extras_are_withheld_under_noise_unless_allowed():
     clean = finish_view(Clean()._base_view(ds, {}), {})
     assert noisy.withhold_label_extras and noisy.record["label_extras_withheld"] is True
     assert not allowed.withhold_label_extras and not clean.withhold_label_extras
-    cpu = torch.device("cpu")
-    split = runner._split_data("train", noisy.train, noisy.train_labels, "L", 48, cpu,
+    split = runner._split_data("train", noisy.train, noisy.train_labels, "L", 48,
                                noisy.withhold_label_extras, False)
     assert set(split.extras) == {"landmarks"}  # image-derived extras always reach the method
     assert (split.labels.numpy() == noisy.train_labels).all()  # the noisy labels
-    split = runner._split_data("train", allowed.train, allowed.train_labels, "L", 48, cpu,
+    split = runner._split_data("train", allowed.train, allowed.train_labels, "L", 48,
                                allowed.withhold_label_extras, False)
     assert set(split.extras) == {"distribution", "landmarks"}
     # still there for the harness's evaluation
