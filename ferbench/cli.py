@@ -97,14 +97,18 @@ def _parse_options(pairs) -> dict:
 @click.option("--image-size", default=48, show_default=True, type=click.IntRange(min=8),
               help="Cache size for the audit.")
 @click.option("--no-audit", is_flag=True, help="Skip decoding and the duplicate audit.")
-def data_check(dataset, data_root, layout, label_order, options, report, image_size, no_audit):
+@click.option("--fer2013-root", type=click.Path(), default=None,
+              help="FERPlus only: match its training faces to this FER2013 copy and report.")
+def data_check(dataset, data_root, layout, label_order, options, report, image_size, no_audit,
+               fer2013_root):
     """Layout, counts per split and class, extras, and problems of DATASET."""
     from .datacheck import check_dataset, write_report
 
     opts = _parse_options(options)
     if label_order is not None:
         opts["label_order"] = label_order
-    info = check_dataset(dataset, data_root, layout, opts, not no_audit, image_size)
+    info = check_dataset(dataset, data_root, layout, opts, not no_audit, image_size,
+                         fer2013_root=fer2013_root)
     click.echo(f"{info['dataset']}: layout {info['layout']}"
                + (f" at {info['root']}" if info["root"] else ""))
     for note in info["notes"]:
@@ -126,9 +130,25 @@ def data_check(dataset, data_root, layout, label_order, options, report, image_s
                    f"occur in more than one split; {a['conflicting_images']} identical images "
                    f"in {a['conflicting_groups']} groups carry conflicting labels; "
                    f"{a['near_blank']} near-blank images")
+    if "fer2013_match" in info:
+        _echo_match(info["fer2013_match"])
     if report:
         write_report(info, report)
         click.echo(f"report written to {report}")
+
+
+def _echo_match(m: dict) -> None:
+    r = m["reasons"]
+    click.echo(f"FER2013 match ({m['route']} route, {m['source']}): {m['faces']:,} FERPlus "
+               f"training faces; {m['matched']:,} matched ({r['duplicates_agreeing']:,} of them "
+               f"through duplicates that agree), {m['ambiguous']:,} ambiguous (FER2013 "
+               f"duplicates with conflicting labels), {m['unmatched']:,} unmatched")
+    click.echo(f"FER2013 label differs from the FERPlus majority on {m['disagree']:,} of "
+               f"{m['matched']:,} matched faces ({100 * m['disagreement_rate']:.2f} %):")
+    rows = [[c, v["faces"], v["disagree"], "" if v["rate"] is None else f"{100 * v['rate']:.1f}"]
+            for c, v in m["per_class"].items()]
+    click.echo(tabulate(rows, headers=["FERPlus class", "faces", "FER2013 differs", "%"],
+                        disable_numparse=True))
 
 
 @cli.command("run", context_settings={"ignore_unknown_options": False})
@@ -140,9 +160,11 @@ def data_check(dataset, data_root, layout, label_order, options, report, image_s
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A dataset option (repeatable).")
 @click.option("--protocol", "protocols", multiple=True,
-              help="clean, noise30 (any noiseP), noise_file=PATH, cross (repeatable).")
+              help="clean, noise30 (any noiseP), noise_file=PATH, realnoise, cross (repeatable).")
 @click.option("--target", default=None, help="Target dataset of the cross protocol.")
 @click.option("--target-root", type=click.Path(), default=None)
+@click.option("--fer2013-root", type=click.Path(), default=None,
+              help="FER2013 (fer2013.csv or the image-folder export) for protocol realnoise.")
 @click.option("--seeds", default="0", show_default=True, help="Training seeds, e.g. 0,1,2.")
 @click.option("--noise-seed", default=0, show_default=True, type=int)
 @click.option("--preset", type=click.Choice(["paper", "quick"]), default=None,
@@ -160,8 +182,8 @@ def data_check(dataset, data_root, layout, label_order, options, report, image_s
 @click.option("--no-leaderboard", is_flag=True)
 @click.argument("overrides", nargs=-1)
 def run_cmd(methods, dataset, data_root, layout, label_order, options, protocols, target,
-            target_root, seeds, noise_seed, preset, epochs, batch_size, image_size, backbone,
-            weights, device, precision, out, resume, force, no_leaderboard, overrides):
+            target_root, fer2013_root, seeds, noise_seed, preset, epochs, batch_size,
+            image_size, backbone, weights, device, precision, out, resume, force, no_leaderboard, overrides):
     """Train and evaluate methods under protocols; store one result file per run.
 
     OVERRIDES are KEY=VALUE settings of the resolved config, e.g. lr=0.01 or
@@ -181,7 +203,8 @@ def run_cmd(methods, dataset, data_root, layout, label_order, options, protocols
              "precision": precision}
     req = RunRequest(methods=list(methods), dataset=dataset, data_root=data_root,
                      layout=layout, data_options=opts, protocols=list(protocols) or ["clean"],
-                     target=target, target_root=target_root, seeds=seed_list,
+                     target=target, target_root=target_root,
+                     fer2013_root=fer2013_root, seeds=seed_list,
                      noise_seed=noise_seed, preset=preset,
                      flags={k: v for k, v in flags.items() if v is not None},
                      overrides=list(overrides), out=out, resume=resume, force=force,

@@ -11,15 +11,22 @@ import numpy as np
 
 from .datasets.audit import audit
 from .datasets.base import open_dataset
-from .errors import DataError
+from .datasets.fer2013_match import fer2013_labels
+from .errors import ConfigError, DataError
 from .plugins import registry
 
 
 def check_dataset(name: str, root, layout=None, options=None, do_audit=True,
-                  image_size=48, show_progress=None) -> dict:
-    """Open a dataset and describe it: layout, counts per split and class, extras, problems."""
+                  image_size=48, show_progress=None, fer2013_root=None) -> dict:
+    """Open a dataset and describe it: layout, counts per split and class, extras, problems.
+
+    With `fer2013_root` (FERPlus only), also the match of its training faces to FER2013's
+    original labels, as protocol realnoise uses it.
+    """
     adapter = registry().get("datasets", name)
     ds = open_dataset(adapter, root, layout, options)
+    if fer2013_root is not None and name != "ferplus":
+        raise ConfigError(f"--fer2013-root matches FERPlus faces; dataset {name} is not FERPlus")
     splits = {}
     for split, samples in ds.splits.items():
         splits[split] = {"total": len(samples), "classes": samples.class_counts()}
@@ -39,6 +46,9 @@ def check_dataset(name: str, root, layout=None, options=None, do_audit=True,
         "notes": list(ds.notes), "splits": splits, "combined": combined, "extras": extras,
         "fingerprints": {s: v.fingerprint for s, v in ds.splits.items()},
     }
+    if fer2013_root is not None:
+        match = fer2013_labels(ds, fer2013_root, show_progress=show_progress)
+        out["fer2013_match"] = match.report(train.labels, ds.classes)
     if do_audit:
         report = audit(ds, image_size, show_progress=show_progress)
         out["audit"] = report.summary()

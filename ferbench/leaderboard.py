@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 
-from . import plots
+from . import noise_report, plots
 from .results import read_results, write_bytes
 from .tables import PCT, PCT_ANY, PCT_LOW, SIZE, TEXT, Cell, Spec, Table, escape  # noqa: F401
 
@@ -103,11 +103,12 @@ def _rate(p: dict) -> float | None:
 
 
 def _col_order(p: dict, label: str):
-    """clean, then generated noise by rate, then noise files, then the rest (cross, ...)."""
+    """clean, generated noise by rate, real noise (beside it), noise files, the rest (cross)."""
     rate = _rate(p)
     if rate is not None:
         return (0 if rate == 0 else 1, rate, label)
-    return (2 if (_noise(p) or {}).get("source") == "file" else 3, 0.0, label)
+    source = (_noise(p) or {}).get("source")
+    return ({"reference": 2, "file": 3}.get(source, 4), 0.0, label)
 
 
 class _Board:
@@ -125,8 +126,9 @@ class _Board:
         for r in self.records:
             p, noise = r["protocol"], _noise(r["protocol"]) or {}
             params = p.get("params") if isinstance(p.get("params"), dict) else {}
-            if noise.get("hash"):   # the hash identifies a noise file; where it lay does not
-                params = {k: v for k, v in params.items() if k != "path"}
+            if noise.get("hash"):   # the hash identifies the noisy labels; where files lay does not
+                params = {k: v for k, v in params.items()
+                          if k != "path" and not k.endswith("_root")}
             r["_col"] = (r["key"]["protocol"], json.dumps(params, sort_keys=True, default=str),
                          str(noise.get("hash", "")))
             if r["_col"] not in self.proto:
@@ -255,6 +257,17 @@ def _noise_series(b: _Board) -> dict:
     return {n: series[n] for n in b.rows.values() if n in series}
 
 
+def _label_noise(b: _Board, results_dir: Path) -> dict:
+    """Per noisy column, what its noise file says: rate and transition (see noise_report)."""
+    out = {}
+    for col, label in b.columns.items():
+        noise = _noise(b.proto[col])
+        if noise:
+            doc, why = noise_report.read_noise_file(results_dir, noise)
+            out[label] = noise_report.summarise(doc) if doc else {"unavailable": why}
+    return out
+
+
 def _load(results_dir: Path):
     """Usable records (one per run) and (path, reason) for every result file left out."""
     skipped: list = []
@@ -283,7 +296,13 @@ def _load(results_dir: Path):
 def _section(dataset: str, tables: dict, pngs: list, out: Path) -> list:
     lines = [f"## {escape(dataset)}", ""]
     for name, t in tables.items():
-        if isinstance(t, Table):
+        if name == "label_noise":
+            if t:
+                lines += ["### Training labels under each noisy protocol", ""]
+            for label, summary in t.items():
+                lines += (noise_report.markdown(label, summary) if "unavailable" not in summary
+                          else [f"#### {escape(label)}", "", escape(summary["unavailable"]), ""])
+        elif isinstance(t, Table):
             lines += [f"### {escape(t.title)}", "", t.markdown(), ""]
         elif t:
             lines += [f"### {escape(PER_PROTOCOL[name][0])}", ""]
@@ -302,7 +321,8 @@ def build_leaderboard(results_dir, out_dir=None, *, with_plots: bool = True) -> 
     Returns ``{"markdown": path, "plots": [paths], "tables": {dataset: {name: ...}},
     "n_read": int, "skipped": [(path, reason)]}``. Per dataset, main, oracle, selected,
     mean_class_acc, macro_f1 and size are a Table (None where no run has the figure);
-    calibration, noise, ambiguity, ensemble and per_class map a protocol label to a Table.
+    calibration, noise, ambiguity, ensemble and per_class map a protocol label to a Table;
+    label_noise maps a noisy protocol's label to its noise file's summary (noise_report).
     Cells hold raw values (fractions), so the arithmetic can be checked.
     """
     results_dir = Path(results_dir)
@@ -319,7 +339,11 @@ def build_leaderboard(results_dir, out_dir=None, *, with_plots: bool = True) -> 
     tables, pngs, used = {}, [], set()
     for dataset in sorted(by_dataset):
         b = _Board(by_dataset[dataset])
-        tables[dataset] = _tables(b)
+        t = _tables(b)
+        at = list(t).index("noise") + 1  # the labels' account right after their detection table
+        items = list(t.items())
+        tables[dataset] = dict(items[:at] + [("label_noise", _label_noise(b, results_dir))]
+                               + items[at:])
         columns = [(label, [(name, b.groups[col, row]) for row, name in b.rows.items()
                             if (col, row) in b.groups]) for col, label in b.columns.items()]
         made = plots.draw_dataset(out, dataset, columns, _noise_series(b), used) \

@@ -67,12 +67,14 @@ class ProtocolView:
         return self.noise.flipped if self.noise else np.zeros(len(self.train), bool)
 
 
-def to_run_labels(samples: Samples, classes) -> np.ndarray:
-    """Canonical labels → indices into the run's class list (-1 for classes not in it)."""
+def to_run_labels(samples: Samples | np.ndarray, classes) -> np.ndarray:
+    """Canonical labels (of samples, or given) → indices into the run's class list (-1 for
+    classes not in it)."""
     lut = np.full(len(CLASSES), -1, dtype=np.int64)
     for i, c in enumerate(classes):
         lut[CLASSES.index(c)] = i
-    return lut[np.asarray(samples.labels, dtype=np.int64)]
+    labels = samples.labels if isinstance(samples, Samples) else samples
+    return lut[np.asarray(labels, dtype=np.int64)]
 
 
 def _seed_from(*parts) -> int:
@@ -131,6 +133,8 @@ class Protocol:
 
     family = ""
     defaults: dict[str, Any] = {}
+    # Run-request fields the family reads beside its own parameters (e.g. a second root).
+    reads: tuple[str, ...] = ()
 
     def parse(self, text: str) -> dict | None:
         return {} if text == self.family else None
@@ -217,6 +221,50 @@ class NoiseFile(Protocol):
         return view
 
 
+class RealNoise(Protocol):
+    """FERPlus trained on FER2013's original labels; the FERPlus majority is the reference.
+
+    The noise is what FER2013's annotators got wrong by the judgement of FERPlus's ten:
+    flips are the faces whose two labels disagree. Faces without a match, or whose
+    FER2013 duplicates disagree, are left out of training; test is the usual FERPlus test.
+    """
+
+    family = "realnoise"
+    reads = ("fer2013_root",)
+    # Below this share of matched faces the two copies are not the same data.
+    MIN_MATCHED = 0.5
+
+    def apply(self, ds, params, open_target=None):
+        from .datasets.fer2013_match import STATUS, fer2013_labels
+
+        if ds.name != "ferplus":
+            raise ConfigError(f"protocol realnoise pairs FERPlus's votes with FER2013's "
+                              f"original labels; it runs on --dataset ferplus, not {ds.name}")
+        view = self._base_view(ds, params)
+        match = fer2013_labels(ds, params.get("fer2013_root"))
+        report = match.report(np.asarray(view.train.labels), view.classes)
+        if report["matched"] < self.MIN_MATCHED * len(view.train):
+            raise DataError(match.source, f"only {report['matched']:,} of "
+                                          f"{len(view.train):,} FERPlus training faces match "
+                                          f"a FER2013 Training image: not the same faces")
+        keep = np.flatnonzero(match.matched)
+        train = view.train.subset(keep)
+        clean = view.clean_train_labels[keep]
+        noisy = to_run_labels(match.original[keep], view.classes)
+        # Route-independent counts only: the same labels give the same noise hash either way.
+        summary = {k: report[k] for k in ("faces", *STATUS)}
+        doc = noise_document(view.id, train, view.classes, clean, noisy,
+                             {"source": "reference", "reference": "FERPlus majority votes",
+                              "noisy_labels": "FER2013 original labels", "match": summary,
+                              "per_class": report["per_class"]})
+        view.train, view.train_labels, view.clean_train_labels = train, noisy, clean
+        view.noise = NoiseRecord("reference", noisy != clean, noisy, doc, document_hash(doc))
+        view.record["realnoise"] = {"route": match.route, "source": match.source, **summary,
+                                    "reasons": report["reasons"],
+                                    "disagreement_rate": report["disagreement_rate"]}
+        return view
+
+
 def _name_keys(sample_id: str) -> set[str]:
     base = sample_id.rsplit("/", 1)[-1]
     stem, dot, ext = base.rpartition(".")
@@ -285,6 +333,7 @@ class Cross(Protocol):
     """Train on one dataset, test on another over their shared classes."""
 
     family = "cross"
+    reads = ("target", "target_root")
     # The same faces, so a "cross-dataset" score would be a within-dataset one.
     NEVER_PAIRED = ({"fer2013", "ferplus"},)
 
@@ -370,5 +419,5 @@ def parse_protocol(text: str, families: dict[str, "Protocol"]) -> tuple[str, dic
 
 @hookimpl
 def ferbench_register_protocols(register):
-    for fam in (Clean(), Noise(), NoiseFile(), Cross()):
+    for fam in (Clean(), Noise(), NoiseFile(), RealNoise(), Cross()):
         register(fam.family, fam)

@@ -42,6 +42,7 @@ class RunRequest:
     protocols: list[str] = field(default_factory=lambda: ["clean"])
     target: str | None = None
     target_root: str | None = None
+    fer2013_root: str | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
     noise_seed: int = 0
     preset: str | None = None        # None: quick on synthfer, paper elsewhere
@@ -84,10 +85,9 @@ def run(req: RunRequest) -> list[Path]:
     views = []
     for family, params in parsed:
         params = {**params, "noise_seed": req.noise_seed}
-        if family == "cross":
-            params.setdefault("target", req.target)
-            params.setdefault("target_root", req.target_root)
         fam = registry().get("protocols", family)
+        for name in getattr(fam, "reads", ()):
+            params.setdefault(name, getattr(req, name, None))
         view = fam.apply(ds, params, open_target=lambda n, r: _open(n, r))
         views.append((params, view))
     total = len(views) * len(classes) * len(req.seeds)

@@ -292,3 +292,59 @@ def test_empty_results_dir(tmp_path):
     out = build_leaderboard(tmp_path)
     assert out["tables"] == {} and out["plots"] == []
     assert "No results found" in Path(out["markdown"]).read_text()
+
+
+def noise_doc(classes, transition, source, **extra) -> dict:
+    """A stored noise file as protocols.noise_document writes it."""
+    n = int(np.sum(transition))
+    flipped = n - int(np.trace(np.asarray(transition)))
+    return {"protocol": "x", "classes": classes, "n_train": n, "n_flipped": flipped,
+            "realised_rate": round(flipped / n, 6), "source": source,
+            "transition": transition, "flips": [], **extra}
+
+
+def realnoise_record(tmp_path, seed=0, acc=0.7, root="/data/fer2013") -> dict:
+    rec = record(proto=protocol("realnoise", noise_hash="feedfacefeedface", source="reference",
+                                fer2013_root=root), acc=acc, seed=seed)
+    rec["protocol"]["family"] = "realnoise"
+    rec["protocol"]["noise"]["file"] = "synthfer/noise/realnoise-feedfacefeedface.json"
+    return rec
+
+
+def test_real_noise_column_sits_beside_generated_noise_whatever_the_fer2013_copy(tmp_path):
+    save(tmp_path, record(proto=protocol("noise30", rate=30), acc=0.6))
+    save(tmp_path, record(proto=protocol("noisefile:n01", noise_hash="ab" * 8, source="file",
+                                         path="/a/n01.txt")))
+    save(tmp_path, record(acc=0.8))
+    # the same noisy labels found through two FER2013 copies: one column, two seeds
+    save(tmp_path, realnoise_record(tmp_path, seed=0, acc=0.70, root="/a/fer2013"))
+    save(tmp_path, realnoise_record(tmp_path, seed=1, acc=0.72, root="/b/fer2013.csv"))
+    main = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]["main"]
+    assert main.columns == ["clean", "noise30", "realnoise", "noisefile:n01"]
+    assert main.cell("baseline", "realnoise").values == [0.70, 0.72]
+
+
+def test_leaderboard_shows_each_noisy_protocols_rate_and_confusions(tmp_path):
+    # rows: reference class; columns: the label trained on (neutral→sad is the real confusion)
+    write_json(tmp_path / "synthfer/noise/realnoise-feedfacefeedface.json",
+               noise_doc(CLASSES, [[6, 0, 4], [0, 10, 0], [1, 0, 9]], "reference",
+                         match={"faces": 32, "matched": 30, "ambiguous": 2, "unmatched": 0}))
+    save(tmp_path, realnoise_record(tmp_path))
+    noisy = protocol("noise30", rate=30)   # its noise file was never stored: said, not guessed
+    save(tmp_path, record(proto=noisy, acc=0.6))
+    out = build_leaderboard(tmp_path, with_plots=False)
+    summary = out["tables"]["synthfer"]["label_noise"]
+    assert summary["realnoise"]["realised_rate"] == pytest.approx(5 / 30, abs=1e-6)
+    assert summary["realnoise"]["transition"]["neutral"]["to"]["sad"] == pytest.approx(0.4)
+    assert summary["realnoise"]["transition"]["happy"]["faces"] == 10
+    assert "unreadable" in summary["noise30"]["unavailable"]
+    text = Path(out["markdown"]).read_text()
+    section = text.split("### Training labels under each noisy protocol", 1)[1]
+    assert "real annotation disagreement: 5 of 30 training labels differ" in section
+    assert "(16.67 %)" in section and "Matched 30 of 32 faces; left out 2 ambiguous" in section
+    neutral_row = next(line for line in section.splitlines() if line.startswith("| neutral"))
+    assert [c.strip() for c in neutral_row.strip("|").split("|")] == \
+        ["neutral", "10", "60.0", "0.0", "40.0"]
+    # the section follows noise detection and precedes the per-class tables
+    assert text.index("Noise detection and memorisation") < text.index("Training labels under") \
+        < text.index("Per-class test accuracy")
