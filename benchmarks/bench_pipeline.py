@@ -1,7 +1,7 @@
-"""Input pipeline and training throughput, ferbench against the usual loop, side by side.
+"""Input pipeline, training throughput and memory: ferbench against the usual loop, side by side.
 
     python benchmarks/bench_pipeline.py [--fer2013 ../shared/data/fer2013.tar.gz]
-        [--sizes 48,112] [--steps 30] [--json out.json]
+        [--sizes 48,112] [--steps 30] [--scale 10000,100000,1000000] [--json out.json]
 
 On the real FER2013 train split (the image-folder export), at each size:
 (a) augmented images/s of the input pipeline alone: torchvision ImageFolder +
@@ -10,7 +10,14 @@ On the real FER2013 train split (the image-folder export), at each size:
 (b) training images/s of ResNet-18 at batch 64: the plain fp32 loop, the
     ferbench engine at default settings (precision `auto`), and the model alone
     stepping on one batch already in memory, in fp32 and in the engine's
-    precision (the limit).
+    precision (the limit);
+(c) peak anonymous resident memory (Pss_Anon: not file-backed, so the page cache
+    and the memory-mapped image cache do not count) of each of those paths, each
+    run in its own process (DataLoader workers included), and the decoded
+    cache's size on disk against the raw uint8 size of its images;
+(d) peak anonymous resident memory of a one-epoch `ferbench run` on cached
+    synthfer sets of growing size at 48 px, with a one-layer model so that the
+    data path and the engine's bookkeeping, not the network, set the figure.
 Prints every figure and ratio; `--json` writes them.
 """
 
@@ -21,8 +28,10 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,15 +42,46 @@ import torch.nn.functional as F
 BATCH = 64
 
 
-def unpack(archive: Path) -> Path:
-    dest = Path(tempfile.mkdtemp(prefix="ferbench-bench-"))
-    if shutil.which("tar"):  # far faster than tarfile on 35k small files
-        subprocess.run(["tar", "-xzf", str(archive), "-C", str(dest)], check=True)
-    else:
-        with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")
-    return dest / "fer2013"
+# ---------------------------------------------------------------- memory of a process tree
 
+def _anon_bytes(pid: int) -> int:
+    """Anonymous resident memory of a process and all its descendants (DataLoader workers),
+    in bytes: Pss_Anon, so pages a forked worker still shares with its parent count once."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss_Anon:"):
+                    total += int(line.split()[1]) * 1024
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # the process ended between two reads
+            continue
+    return total
+
+
+def run_child(args: list[str], env: dict) -> tuple[dict, int]:
+    """Run this script in child mode; return its JSON answer and its peak anonymous memory."""
+    proc = subprocess.Popen([sys.executable, __file__, "--child", *args], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    peak = [0]
+
+    def watch():
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _anon_bytes(proc.pid))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    out, _ = proc.communicate()
+    watcher.join()
+    if proc.returncode:
+        raise SystemExit(f"child {' '.join(args)} failed with status {proc.returncode}")
+    return json.loads(out.strip().splitlines()[-1]), peak[0]
+
+
+# ---------------------------------------------------------------- the paths (child side)
 
 def plain_loader(root: Path, size: int, workers: int):
     from torchvision import datasets, transforms
@@ -72,13 +112,13 @@ def time_batches(batches, steps: int, step=None) -> float:
 
 
 def ferbench_batches(cache, labels, gen, view="weak"):
+    """What the engine does per batch: gather from the memory-mapped cache, then the view."""
     from ferbench.data.augment import apply_view
     from ferbench.nn import normalize
 
     n = len(cache)
     while True:
-        idx = torch.randint(0, n, (BATCH,), generator=gen).numpy()
-        order = np.sort(idx)
+        order = np.sort(torch.randint(0, n, (BATCH,), generator=gen).numpy())
         x = apply_view(view, torch.from_numpy(np.asarray(cache[order])), gen)
         yield normalize(x), torch.from_numpy(labels[order])
 
@@ -101,7 +141,19 @@ def resnet18():
     return timm.create_model("resnet18", num_classes=7)
 
 
-def engine_throughput(root: Path, size: int, steps: int) -> tuple[float, str]:
+def fer2013_train(root: Path, size: int):
+    from ferbench.data.cache import load_cached
+    from ferbench.datasets.base import open_dataset
+    from ferbench.plugins import registry
+    from ferbench.protocols import to_run_labels
+
+    ds = open_dataset(registry().get("datasets", "fer2013"), root)
+    train = ds.split("train")
+    cached = load_cached(train, size, "L", show_progress=False)
+    return ds, train, cached, to_run_labels(train, ds.classes)
+
+
+def engine_throughput(root: Path, size: int, steps: int) -> float:
     """Images/s of the ferbench engine training the baseline (ResNet-18) for one short epoch."""
     from ferbench.config import compose_run, to_method_config
     from ferbench.datasets.base import open_dataset
@@ -127,8 +179,140 @@ def engine_throughput(root: Path, size: int, steps: int) -> tuple[float, str]:
     engine = Engine(Baseline(mcfg), ctx, seed=0, test_labels=view.test_labels, val_labels=None,
                     checkpoint_dir=None, resume=False, eval_every=0,
                     channels_last=precision == "bf16", show_progress=False)
-    res = engine.fit()
-    return res.history[-1]["images_per_s"], precision
+    return engine.fit().history[-1]["images_per_s"]
+
+
+def register_one_layer_model():
+    """A one-layer classifier registered with timm, for (d): the network costs nothing."""
+    import timm.models
+    from torch import nn
+
+    if "bench_one_layer" in timm.list_models("bench_one_layer"):
+        return
+
+    @timm.models.register_model
+    def bench_one_layer(pretrained=False, num_classes=7, in_chans=3, **kwargs):
+        return nn.Sequential(nn.AdaptiveAvgPool2d(8), nn.Flatten(),
+                             nn.Linear(in_chans * 64, num_classes))
+
+
+def synthfer_epoch(n: int, out: Path, prepare: bool) -> dict:
+    """One epoch of `ferbench run` on synthfer with n training faces (prepare: cache only)."""
+    from ferbench.data.cache import load_cached
+    from ferbench.datasets.base import open_dataset
+    from ferbench.plugins import registry
+    from ferbench.runner import RunRequest, run
+
+    options = {"n_train": n, "n_test": 1000}
+    if prepare:
+        ds = open_dataset(registry().get("datasets", "synthfer"), None, options=options)
+        sizes = {}
+        for split in ("train", "test"):
+            c = load_cached(ds.split(split), 48, "L", show_progress=False)
+            sizes[split] = {"disk": sum(f.stat().st_size for f in c.path.iterdir()),
+                            "raw": int(np.prod(c.images.shape))}
+        return sizes
+    register_one_layer_model()
+    t = time.perf_counter()
+    run(RunRequest(methods=["baseline"], dataset="synthfer", data_options=options,
+                   preset="quick", out=str(out), leaderboard=False, show_progress=False,
+                   flags={"epochs": 1, "backbone": "bench_one_layer", "batch_size": 256},
+                   overrides=["engine.eval_every=0"]))
+    return {"seconds": time.perf_counter() - t}
+
+
+def child(args) -> dict:
+    torch.manual_seed(0)
+    root, size, steps, path = Path(args.root or "."), args.size, args.steps, args.child
+    if path == "pipeline_ferbench":
+        _, _, cached, labels = fer2013_train(root, size)
+        gen = torch.Generator().manual_seed(0)
+        return {"ips": time_batches(ferbench_batches(cached.images, labels, gen), steps * 4)}
+    if path.startswith("pipeline_plain_w"):
+        return {"ips": time_batches(plain_loader(root, size, int(path[16:])), steps * 2)}
+    if path.startswith("train_plain_fp32_w"):
+        return {"ips": time_batches(plain_loader(root, size, int(path[18:])), steps,
+                                    make_step(resnet18(), "fp32"))}
+    if path.startswith("model_alone_"):
+        _, _, cached, labels = fer2013_train(root, size)
+        x, y = next(ferbench_batches(cached.images, labels, torch.Generator().manual_seed(0)))
+        one = [(x, y)] * (steps + 2)
+        return {"ips": time_batches(one, steps, make_step(resnet18(), path[12:]))}
+    if path == "train_engine":
+        return {"ips": engine_throughput(root, size, steps)}
+    if path == "cache_size":
+        _, _, cached, _ = fer2013_train(root, size)
+        return {"disk": sum(f.stat().st_size for f in cached.path.iterdir()),
+                "raw": int(np.prod(cached.images.shape))}
+    if path in ("synthfer_prepare", "synthfer_epoch"):
+        return synthfer_epoch(args.n, Path(args.root), prepare=path == "synthfer_prepare")
+    raise SystemExit(f"unknown path {path}")
+
+
+# ---------------------------------------------------------------- the comparison (parent side)
+
+def unpack(archive: Path) -> Path:
+    dest = Path(tempfile.mkdtemp(prefix="ferbench-bench-"))
+    if shutil.which("tar"):  # far faster than tarfile on 35k small files
+        subprocess.run(["tar", "-xzf", str(archive), "-C", str(dest)], check=True)
+    else:
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+    return dest / "fer2013"
+
+
+def mib(b: int) -> float:
+    return b / 2 ** 20
+
+
+def compare_size(root: Path, size: int, steps: int, env: dict, precision: str) -> dict:
+    r: dict = {}
+
+    def measure(name: str, key: str | None = None) -> float:
+        ans, peak = run_child([name, "--root", str(root), "--size", str(size),
+                               "--steps", str(steps)], env)
+        r[key or name] = ans["ips"]
+        r[f"anon_mib_{key or name}"] = mib(peak)
+        return ans["ips"]
+
+    sizes, _ = run_child(["cache_size", "--root", str(root), "--size", str(size)], env)
+    r["cache_disk_mib"], r["cache_raw_mib"] = mib(sizes["disk"]), mib(sizes["raw"])
+    r["cache_disk_vs_raw"] = sizes["disk"] / sizes["raw"]
+    measure("pipeline_ferbench")
+    best = (0.0, 0)
+    for workers in sorted({0, 1, 2, os.cpu_count() or 1}):
+        best = max(best, (measure(f"pipeline_plain_w{workers}"), workers))
+    r["pipeline_plain_best"], r["plain_best_workers"] = best
+    r["pipeline_ratio"] = r["pipeline_ferbench"] / best[0]
+    measure(f"train_plain_fp32_w{best[1]}", "train_plain_fp32")
+    measure("model_alone_fp32")
+    if precision != "fp32":
+        measure(f"model_alone_{precision}")
+    measure("train_engine")
+    r["engine_vs_limit"] = r["train_engine"] / r[f"model_alone_{precision}"]
+    r["engine_vs_plain_fp32"] = r["train_engine"] / r["train_plain_fp32"]
+    return r
+
+
+def scale(ns: list[int], env: dict) -> dict:
+    out = {}
+    for n in ns:
+        work = Path(tempfile.mkdtemp(prefix="ferbench-scale-"))
+        try:
+            sizes, _ = run_child(["synthfer_prepare", "--root", str(work), "--n", str(n)], env)
+            ans, peak = run_child(["synthfer_epoch", "--root", str(work), "--n", str(n)], env)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        out[n] = {"epoch_anon_mib": mib(peak), "epoch_seconds": ans["seconds"],
+                  "cache_disk_mib": mib(sizes["train"]["disk"]),
+                  "cache_disk_vs_raw": sizes["train"]["disk"] / sizes["train"]["raw"]}
+        print(f"  synthfer n={n:>9,}: epoch peak anonymous RSS {mib(peak):8.1f} MiB, "
+              f"{ans['seconds']:.1f} s; cache {mib(sizes['train']['disk']):.1f} MiB on disk",
+              flush=True)
+    first, last = out[ns[0]]["epoch_anon_mib"], out[ns[-1]]["epoch_anon_mib"]
+    out["growth"] = last / first
+    print(f"  anonymous RSS at n={ns[-1]:,} over n={ns[0]:,}: {last / first:.3f}x")
+    return out
 
 
 def main(argv=None):
@@ -137,55 +321,37 @@ def main(argv=None):
     ap.add_argument("--fer2013", default=str(here.parent / "shared/data/fer2013.tar.gz"))
     ap.add_argument("--sizes", default="48,112")
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--scale", default="10000,100000,1000000",
+                    help="synthfer training-set sizes for (d); empty to skip")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--size", type=int, default=48, help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args)))
+        return
     archive = Path(args.fer2013)
     if not archive.exists():
         raise SystemExit(f"{archive}: FER2013 archive not found; pass --fer2013 PATH")
-    os.environ.setdefault("FERBENCH_CACHE", tempfile.mkdtemp(prefix="ferbench-cache-"))
+    env = dict(os.environ)
+    env.setdefault("FERBENCH_CACHE", tempfile.mkdtemp(prefix="ferbench-cache-"))
     root = unpack(archive)
-    from ferbench.data.cache import load_cached
-    from ferbench.datasets.base import open_dataset
     from ferbench.device import resolve_device, resolve_precision
-    from ferbench.plugins import registry
-    from ferbench.protocols import to_run_labels
 
-    ds = open_dataset(registry().get("datasets", "fer2013"), root)
-    train = ds.split("train")
-    labels = to_run_labels(train, ds.classes)
-    engine_precision = resolve_precision("auto", resolve_device("cpu"))
+    precision = resolve_precision("auto", resolve_device("cpu"))
     out = {"cores": os.cpu_count(), "torch": torch.__version__, "batch": BATCH,
-           "engine_precision": engine_precision, "sizes": {}}
-    for size in [int(s) for s in args.sizes.split(",")]:
-        r: dict = {}
-        cache = load_cached(train, size, "L", show_progress=False).images
-        gen = torch.Generator().manual_seed(0)
-        r["pipeline_ferbench"] = time_batches(ferbench_batches(cache, labels, gen), args.steps * 4)
-        best = (0.0, 0)
-        for workers in sorted({0, 1, 2, os.cpu_count() or 1}):
-            ips = time_batches(plain_loader(root, size, workers), args.steps * 2)
-            r[f"pipeline_plain_w{workers}"] = ips
-            best = max(best, (ips, workers))
-        r["pipeline_plain_best"], r["plain_best_workers"] = best
-        r["pipeline_ratio"] = r["pipeline_ferbench"] / best[0]
-        torch.manual_seed(0)
-        r["train_plain_fp32"] = time_batches(plain_loader(root, size, best[1]), args.steps,
-                                             make_step(resnet18(), "fp32"))
-        x, y = next(ferbench_batches(cache, labels, gen))
-        one = [(x, y)] * (args.steps + 2)
-        r["model_alone_fp32"] = time_batches(one, args.steps, make_step(resnet18(), "fp32"))
-        if engine_precision != "fp32":
-            r[f"model_alone_{engine_precision}"] = time_batches(
-                one, args.steps, make_step(resnet18(), engine_precision))
-        r["train_engine"], _ = engine_throughput(root, size, args.steps)
-        limit = r[f"model_alone_{engine_precision}"]
-        r["engine_vs_limit"] = r["train_engine"] / limit
-        r["engine_vs_plain_fp32"] = r["train_engine"] / r["train_plain_fp32"]
+           "engine_precision": precision, "sizes": {}}
+    for size in [int(s) for s in args.sizes.split(",") if s]:
+        r = compare_size(root, size, args.steps, env, precision)
         out["sizes"][size] = r
-        print(f"\n{size} px (batch {BATCH}, {out['cores']} cores, engine precision "
-              f"{engine_precision})")
+        print(f"\n{size} px (batch {BATCH}, {out['cores']} cores, engine precision {precision})")
         for k, v in r.items():
-            print(f"  {k:24s} {v:10.2f}" if isinstance(v, float) else f"  {k:24s} {v:>10}")
+            print(f"  {k:32s} {v:10.2f}" if isinstance(v, float) else f"  {k:32s} {v:>10}")
+    if args.scale:
+        print("\n(d) one epoch of ferbench run on cached synthfer, 48 px, one-layer model")
+        out["scale"] = scale([int(n) for n in args.scale.split(",")], env)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
 

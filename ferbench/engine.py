@@ -80,8 +80,11 @@ class Engine:
     def __init__(self, method: Method, ctx: RunContext, *, seed: int, test_labels: np.ndarray,
                  val_labels: np.ndarray | None, checkpoint_dir: Path | None, resume: bool,
                  eval_every: int = 1, select: str = "final", channels_last: bool = False,
-                 show_progress: bool | None = None, max_epochs_this_call: int | None = None):
+                 show_progress: bool | None = None, max_epochs_this_call: int | None = None,
+                 compile: bool = False):
         self.method, self.ctx, self.seed = method, ctx, seed
+        self.compile = compile
+        self._compiled: dict[int, torch.nn.Module] = {}
         self.test_labels, self.val_labels = test_labels, val_labels
         self.checkpoint_dir, self.resume = checkpoint_dir, resume
         self.eval_every, self.select = eval_every, select
@@ -278,6 +281,15 @@ class Engine:
         return self._finish(model, history, per_sample, oracle, selected, t_start,
                             img_count, train_time, resumed_from)
 
+    def _stepping(self, model):
+        """The module training steps call: `model` itself, or with `compile` one torch.compile
+        wrapper of it (sharing its parameters, so checkpoints and predictions use `model`)."""
+        if not self.compile:
+            return model
+        if id(model) not in self._compiled:
+            self._compiled[id(model)] = torch.compile(model)
+        return self._compiled[id(model)]
+
     def _train_epoch(self, model, specs, epoch, phase):
         ctx, method = self.ctx, self.method
         seed_everything("epoch", self.seed, epoch)  # dropout etc.: same stream after a resume
@@ -327,7 +339,7 @@ class Engine:
                               self.show_progress) as advance:
                 for batch in prefetch:
                     with ctx.autocast():
-                        loss = method.training_step(model, batch, ctx)
+                        loss = method.training_step(self._stepping(model), batch, ctx)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}")
                     for s in specs:

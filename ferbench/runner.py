@@ -165,7 +165,8 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
     engine = Engine(method, ctx, seed=seed, test_labels=pv.test_labels, val_labels=pv.val_labels,
                     checkpoint_dir=run_dir, resume=req.resume,
                     eval_every=int(cfg.engine.eval_every), select=cfg.engine.select,
-                    channels_last=channels_last, show_progress=req.show_progress)
+                    channels_last=channels_last, show_progress=req.show_progress,
+                    compile=bool(cfg.engine.compile))
     if whole_model:
         engine.initial_state = (mcfg.weights, state)
         weights_info.append({"file": str(mcfg.weights), "whole_model": True,

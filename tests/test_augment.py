@@ -89,3 +89,22 @@ def test_augmentation_kernel_speed(benchmark, view, size):
     gen = torch.Generator().manual_seed(0)
     out = benchmark(apply_view, view, raw, gen)
     assert out.shape == (256, 3, size, size)
+
+
+@pytest.mark.parametrize("size, channels", [(16, 1), (48, 1), (20, 3)])
+def test_crop_flip_equals_cropping_a_reflect_padded_copy(size, channels):
+    """The gathers draw the same numbers and give the same pixels as padding then cropping."""
+    raw = torch.randint(0, 256, (32, size, size, channels), dtype=torch.uint8,
+                        generator=torch.Generator().manual_seed(size))
+    out = crop_flip(raw, torch.Generator().manual_seed(1), pad=0.125, flip=True)
+    gen = torch.Generator().manual_seed(1)
+    p = round(0.125 * size)
+    padded = torch.nn.functional.pad(raw.permute(0, 3, 1, 2).float(), (p, p, p, p),
+                                     mode="reflect").to(torch.uint8).permute(0, 2, 3, 1)
+    oy = torch.randint(0, 2 * p + 1, (32,), generator=gen)
+    ox = torch.randint(0, 2 * p + 1, (32,), generator=gen)
+    mirrored = torch.rand(32, generator=gen) < 0.5
+    for i in range(32):
+        crop = padded[i, oy[i]:oy[i] + size, ox[i]:ox[i] + size]
+        assert torch.equal(out[i], crop.flip(1) if mirrored[i] else crop)
+    assert 0 < int(mirrored.sum()) < 32  # both branches were checked

@@ -79,3 +79,23 @@ def test_baseline_meets_the_method_contract(tmp_path):
     report = check_method("baseline", workdir=tmp_path)
     assert report["loss_last"] < report["loss_first"]
     assert report["results"]
+
+
+@pytest.mark.slow  # torch.compile builds its kernels with the C++ compiler (tens of seconds)
+def test_compiled_training_steps_train_the_plain_model(tmp_path):
+    """engine.compile=true: the steps run compiled; the stored weights are the plain model's."""
+    import torch
+
+    plain, arr_plain = _result(run(_request(tmp_path / "plain", protocols=["clean"])))
+    paths = run(_request(tmp_path / "compiled", protocols=["clean"],
+                         overrides=["engine.compile=true"]))
+    compiled, arr_compiled = _result(paths)
+    assert compiled["config"]["engine"]["compile"] is True
+    assert compiled["key"]["config_hash"] != plain["key"]["config_hash"]
+    # the same training, up to the compiled kernels' rounding (which grows over the steps)
+    assert np.allclose([h["loss"] for h in compiled["history"]],
+                       [h["loss"] for h in plain["history"]], rtol=0.02)
+    assert arr_compiled["test_probs"].shape == arr_plain["test_probs"].shape
+    weights = torch.load(paths[0].with_name("seed0.weights.pt"), weights_only=True)
+    state = weights.get("state_dict", weights)
+    assert state and not any(k.startswith("_orig_mod.") for k in state)

@@ -236,5 +236,5 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
         "ferbench: error: unknown protocol 'nosie30'; did you mean 'noise30'? (choices: clean, "
-        "cross, noise, noise10, noise20, noise30, noise_file)"]
+        "cross, noise, noise10, noise20, noise30, noise_file, realnoise)"]
     assert "Traceback" not in proc.stdout + proc.stderr

@@ -45,6 +45,7 @@ class EngineConfig:
     select: str = "final"        # final | val (test figures of the best validation epoch)
     threads: int = 0             # 0: torch's default
     channels_last: str = "auto"  # auto | on | off
+    compile: bool = False        # torch.compile the model for training steps
 
 
 @dataclass

@@ -3,8 +3,8 @@
 A view turns uint8 [B, H, W, C] into float [B, 3, H, W] in [0, 1]. Random
 parameters are drawn per sample from the engine's generator, so a run is
 reproducible and a resumed epoch sees the same augmentations. Crop and flip
-are one gather on the uint8 batch (no per-sample Python); the affine and
-photometric parts of the strong view are batched tensor ops.
+are two gathers on the uint8 batch (no per-sample Python, no padded copy); the
+affine and photometric parts of the strong view are batched tensor ops.
 """
 
 from __future__ import annotations
@@ -58,23 +58,37 @@ def _rand(gen, n, device, lo=0.0, hi=1.0):
 
 
 def crop_flip(images: torch.Tensor, gen, pad: float, flip: bool) -> torch.Tensor:
-    """Random pad-and-crop (reflect padding of `pad`·size) and horizontal flip, as one gather."""
-    b, h, w, _ = images.shape
+    """Random pad-and-crop (reflect padding of `pad`·size) and horizontal flip.
+
+    No padded copy is made: each output row and column is an index into the image,
+    reflected at the border, so the crop is a row gather (whole rows, `index_select`)
+    then a column gather, both on the uint8 batch.
+    """
+    b, h, w, c = images.shape
     p = int(round(pad * h))
     dev = images.device
-    if p > 0:
-        x = F.pad(images.permute(0, 3, 1, 2).float(), (p, p, p, p), mode="reflect")
-        padded = x.to(images.dtype).permute(0, 2, 3, 1)
-    else:
-        padded = images
     oy = torch.randint(0, 2 * p + 1, (b,), generator=gen, device=dev)
     ox = torch.randint(0, 2 * p + 1, (b,), generator=gen, device=dev)
-    rows = oy[:, None] + torch.arange(h, device=dev)
-    cols = ox[:, None] + torch.arange(w, device=dev)
+    rows = _reflect(oy[:, None] + torch.arange(h, device=dev) - p, h)
+    cols = _reflect(ox[:, None] + torch.arange(w, device=dev) - p, w)
     if flip:
         mirrored = torch.rand(b, generator=gen, device=dev) < 0.5
         cols = torch.where(mirrored[:, None], cols.flip(1), cols)
-    return padded[torch.arange(b, device=dev)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    flat_rows = (torch.arange(b, device=dev)[:, None] * h + rows).flatten()
+    picked = images.reshape(b * h, w, c).index_select(0, flat_rows).view(b, h, w, c)
+    if c == 1:
+        # Grey: the columns are rows of the transposed batch, so they too are a whole-row
+        # gather (faster on CPU than a per-element one); the result is a transposed view.
+        flat_cols = (torch.arange(b, device=dev)[:, None] * w + cols).flatten()
+        t = picked.view(b, h, w).transpose(1, 2).contiguous().view(b * w, h)
+        return t.index_select(0, flat_cols).view(b, w, h).transpose(1, 2).unsqueeze(-1)
+    return picked.gather(2, cols[:, None, :, None].expand(b, h, w, c))
+
+
+def _reflect(index: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices in [-(n-1), 2(n-1)] mirrored into [0, n-1] (reflect padding, edge not repeated)."""
+    index = index.abs()
+    return torch.where(index > n - 1, 2 * (n - 1) - index, index)
 
 
 def random_erase(x: torch.Tensor, gen, p: float, scale=(0.02, 0.2)) -> torch.Tensor:

@@ -76,7 +76,7 @@ def load_cached(samples: Samples, size: int, mode: str = "L", workers: int | Non
 
 def _open(path: Path, built: bool) -> CachedImages:
     return CachedImages(path, np.load(path / "images.npy", mmap_mode="r"),
-                        np.load(path / "hashes.npy"), built)
+                        np.load(path / "hashes.npy", mmap_mode="r"), built)
 
 
 def decode(image: np.ndarray, size: int, mode: str) -> np.ndarray:

@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..labels import BASIC7, CLASSES
 from .base import Dataset, DatasetAdapter
-from .samples import ArraySource, Samples
+from .samples import ImageSource, Samples
 
 # Bump when the drawing changes, so every cache entry and fingerprint changes with it.
 GENERATOR_VERSION = 1
@@ -96,15 +96,15 @@ class SynthFER(DatasetAdapter):
             n = opts[f"n_{split}"]
             if n == 0 and split == "val":
                 continue
-            images, labels, dist, marks = generate(n, split, opts)
+            labels, dist, marks = annotations(n, split, opts)
             splits[split] = Samples(
                 dataset=self.name, split=split,
                 # The option hash in every id makes the fingerprint (ids, sizes, labels) and
                 # so the cache entry and noise files change whenever the drawing does.
                 ids=tuple(f"synthfer-{tag}/{split}/{i:06d}" for i in range(n)),
                 # NumPy's random streams may change between its releases; the stamp notices.
-                source=ArraySource(images, stamp=f"synthfer-v{GENERATOR_VERSION}-{tag}-"
-                                                 f"numpy{np.__version__}"),
+                source=SynthSource(n, split, opts, stamp=f"synthfer-v{GENERATOR_VERSION}-{tag}-"
+                                                         f"numpy{np.__version__}"),
                 labels=labels, classes=classes,
                 extras={"distribution": dist, "landmarks": marks},
                 label_extras=frozenset({"distribution"}),
@@ -144,34 +144,88 @@ def options_hash(opts: dict[str, Any]) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:8]
 
 
-def generate(n: int, split: str, opts: dict[str, Any]):
-    """`n` faces of `split` drawn with checked `opts`.
+def _chunk_rngs(split: str, opts: dict[str, Any], c: int):
+    # Separate streams for the face and for the pixels: the same faces at any size.
+    key = [opts["seed"], _SPLIT_CODES[split], c, GENERATOR_VERSION]
+    return np.random.default_rng(key + [0]), np.random.default_rng(key + [1])
 
-    Returns uint8 images [n, S, S], labels [n], distributions float32 [n, K] (columns in
-    canonical class order) and landmarks float32 [n, len(LANDMARKS), 2].
-    """
-    size, k = opts["size"], 8 if opts["contempt"] else 7
-    images = np.empty((n, size, size), dtype=np.uint8)
+
+def _chunk_parameters(split: str, opts: dict[str, Any], c: int):
+    k = 8 if opts["contempt"] else 7
+    face_rng, pixel_rng = _chunk_rngs(split, opts, c)
+    # Always draw a full chunk, so a split's chunk does not depend on where the split ends.
+    return _draw_parameters(face_rng, CHUNK, k, opts["alpha"], opts["concentration"]), pixel_rng
+
+
+def annotations(n: int, split: str, opts: dict[str, Any]):
+    """Everything of `n` faces but their pixels: labels [n], distributions float32 [n, K]
+    (canonical class order) and landmarks float32 [n, len(LANDMARKS), 2]."""
+    k = 8 if opts["contempt"] else 7
     labels = np.empty(n, dtype=np.int64)
     dist = np.empty((n, k), dtype=np.float32)
     marks = np.empty((n, len(LANDMARKS), 2), dtype=np.float32)
-    grid = _grid(size)
     for c, start in enumerate(range(0, n, CHUNK)):
         stop = min(n, start + CHUNK)
-        # Separate streams for the face and for the pixels: the same faces at any size.
-        key = [opts["seed"], _SPLIT_CODES[split], c, GENERATOR_VERSION]
-        face_rng, pixel_rng = np.random.default_rng(key + [0]), np.random.default_rng(key + [1])
-        p = _draw_parameters(face_rng, CHUNK, k, opts["alpha"], opts["concentration"])
-        # Always draw a full chunk, so a split's chunk does not depend on where the split ends.
-        noise = pixel_rng.standard_normal((CHUNK, size * size), dtype=np.float32)
+        p, _ = _chunk_parameters(split, opts, c)
         m = stop - start
         labels[start:stop], dist[start:stop] = p["label"][:m], p["dist"][:m]
-        marks[start:stop] = _landmarks(p, size)[:m]
-        for b in range(0, m, 64):  # 64 faces keep the [B, H*W] temporaries in cache
-            sl = slice(b, min(m, b + 64))
-            img = _render({key_: v[sl] for key_, v in p.items()}, grid, size, noise[sl])
-            images[start + sl.start:start + sl.stop] = img.reshape(-1, size, size)
-    return images, labels, dist, marks
+        marks[start:stop] = _landmarks(p, opts["size"])[:m]
+    return labels, dist, marks
+
+
+def render_chunk(c: int, split: str, opts: dict[str, Any], m: int = CHUNK) -> np.ndarray:
+    """The first `m` faces of chunk `c` of `split`: uint8 [m, S, S]."""
+    size = opts["size"]
+    p, pixel_rng = _chunk_parameters(split, opts, c)
+    noise = pixel_rng.standard_normal((CHUNK, size * size), dtype=np.float32)
+    grid = _grid(size)
+    images = np.empty((m, size, size), dtype=np.uint8)
+    for b in range(0, m, 64):  # 64 faces keep the [B, H*W] temporaries in cache
+        sl = slice(b, min(m, b + 64))
+        img = _render({key_: v[sl] for key_, v in p.items()}, grid, size, noise[sl])
+        images[sl] = img.reshape(-1, size, size)
+    return images
+
+
+def generate(n: int, split: str, opts: dict[str, Any]):
+    """`n` faces of `split` drawn with checked `opts`: uint8 images [n, S, S] and the
+    arrays of `annotations`."""
+    images = np.empty((n, opts["size"], opts["size"]), dtype=np.uint8)
+    for c, start in enumerate(range(0, n, CHUNK)):
+        stop = min(n, start + CHUNK)
+        images[start:stop] = render_chunk(c, split, opts, stop - start)
+    return (images, *annotations(n, split, opts))
+
+
+class SynthSource(ImageSource):
+    """Faces rendered when read, a chunk at a time: opening a split of a million faces
+    costs its labels, not its pixels, and a cached split is never drawn again."""
+
+    def __init__(self, n: int, split: str, opts: dict[str, Any], stamp: str):
+        self.n, self.split, self.opts, self._stamp = n, split, dict(opts), stamp
+        self._memo: tuple[int, np.ndarray | None] = (-1, None)
+
+    def __len__(self):
+        return self.n
+
+    def read(self, i):
+        i = int(i)
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        c = i // CHUNK
+        if self._memo[0] != c:
+            m = min(CHUNK, self.n - c * CHUNK)
+            self._memo = (c, render_chunk(c, self.split, self.opts, m))
+        return self._memo[1][i - c * CHUNK]
+
+    def sizes(self):
+        return np.full(self.n, self.opts["size"] ** 2, dtype=np.int64)
+
+    def stamp(self):
+        return self._stamp
+
+    def __getstate__(self):  # worker processes draw their own chunks
+        return {**self.__dict__, "_memo": (-1, None)}
 
 
 def _draw_parameters(rng: np.random.Generator, n: int, k: int, alpha: float, boost: float):
