@@ -8,9 +8,9 @@ On the real FER2013 train split (the image-folder export), at each size:
     PIL transforms + DataLoader at its best worker count, against ferbench's
     decoded cache + batched `weak` view;
 (b) training images/s of ResNet-18 at batch 64: the plain fp32 loop, the
-    ferbench engine at default settings (precision `auto`), and the model alone
-    stepping on one batch already in memory, in fp32 and in the engine's
-    precision (the limit);
+    ferbench engine at default settings (precision and channels-last `auto`),
+    and the model alone stepping on one batch already in memory, in plain fp32
+    and in the engine's precision and memory format (the limit);
 (c) peak anonymous resident memory (Pss_Anon: not file-backed, so the page cache
     and the memory-mapped image cache do not count) of each of those paths, each
     run in its own process (DataLoader workers included), and the decoded
@@ -123,10 +123,14 @@ def ferbench_batches(cache, labels, gen, view="weak"):
         yield normalize(x), torch.from_numpy(labels[order])
 
 
-def make_step(model, precision: str):
+def make_step(model, precision: str, channels_last: bool = False):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
 
     def step(x, y):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = F.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
@@ -157,7 +161,7 @@ def engine_throughput(root: Path, size: int, steps: int) -> float:
     """Images/s of the ferbench engine training the baseline (ResNet-18) for one short epoch."""
     from ferbench.config import compose_run, to_method_config
     from ferbench.datasets.base import open_dataset
-    from ferbench.device import resolve_device, resolve_precision
+    from ferbench.device import resolve_channels_last, resolve_device, resolve_precision
     from ferbench.engine import Engine
     from ferbench.methods.baseline import Baseline
     from ferbench.plugins import registry
@@ -178,7 +182,8 @@ def engine_throughput(root: Path, size: int, steps: int) -> float:
     ctx, _ = _context(view, mcfg, "L", device, precision, show=False)
     engine = Engine(Baseline(mcfg), ctx, seed=0, test_labels=view.test_labels, val_labels=None,
                     checkpoint_dir=None, resume=False, eval_every=0,
-                    channels_last=precision == "bf16", show_progress=False)
+                    channels_last=resolve_channels_last("auto", device, precision),
+                    show_progress=False)
     return engine.fit().history[-1]["images_per_s"]
 
 
@@ -233,11 +238,20 @@ def child(args) -> dict:
     if path.startswith("train_plain_fp32_w"):
         return {"ips": time_batches(plain_loader(root, size, int(path[18:])), steps,
                                     make_step(resnet18(), "fp32"))}
-    if path.startswith("model_alone_"):
+    if path.startswith("model_alone_"):  # model_alone_fp32, model_alone_engine
+        from ferbench.device import resolve_channels_last, resolve_device, resolve_precision
+
         _, _, cached, labels = fer2013_train(root, size)
         x, y = next(ferbench_batches(cached.images, labels, torch.Generator().manual_seed(0)))
         one = [(x, y)] * (steps + 2)
-        return {"ips": time_batches(one, steps, make_step(resnet18(), path[12:]))}
+        if path == "model_alone_engine":
+            device = resolve_device("cpu")
+            precision = resolve_precision("auto", device)
+            step = make_step(resnet18(), precision,
+                             resolve_channels_last("auto", device, precision))
+        else:
+            step = make_step(resnet18(), "fp32")
+        return {"ips": time_batches(one, steps, step)}
     if path == "train_engine":
         return {"ips": engine_throughput(root, size, steps)}
     if path == "cache_size":
@@ -286,10 +300,9 @@ def compare_size(root: Path, size: int, steps: int, env: dict, precision: str) -
     r["pipeline_ratio"] = r["pipeline_ferbench"] / best[0]
     measure(f"train_plain_fp32_w{best[1]}", "train_plain_fp32")
     measure("model_alone_fp32")
-    if precision != "fp32":
-        measure(f"model_alone_{precision}")
+    measure("model_alone_engine")  # the engine's precision and memory format: the limit
     measure("train_engine")
-    r["engine_vs_limit"] = r["train_engine"] / r[f"model_alone_{precision}"]
+    r["engine_vs_limit"] = r["train_engine"] / r["model_alone_engine"]
     r["engine_vs_plain_fp32"] = r["train_engine"] / r["train_plain_fp32"]
     return r
 

@@ -44,6 +44,20 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
+def resolve_channels_last(setting: str, device: torch.device, precision: str) -> bool:
+    """`auto` → channels-last with bf16 anywhere and on the CPU in any precision.
+
+    oneDNN's CPU convolutions run faster on channels-last tensors: measured on a
+    2-core AVX2 CPU in fp32, training steps of ResNet-18 gain 11 % at 48 px and 24 %
+    at 112 px, ferbench_resnet_tiny 28-40 %, the stride-1 ResNet-18 52 %.
+    """
+    if setting not in ("auto", "on", "off"):
+        raise ConfigError(f"unknown channels_last {setting!r} (auto, on or off)")
+    if setting != "auto":
+        return setting == "on"
+    return precision == "bf16" or device.type == "cpu"
+
+
 def autocast(device: torch.device, precision: str):
     """The autocast context of a run (a no-op in fp32)."""
     if precision == "bf16":

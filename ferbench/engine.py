@@ -129,31 +129,45 @@ class Engine:
     # ---- evaluation ------------------------------------------------------
     @torch.no_grad()
     def predict_split(self, model, data: SplitData, view="none", batch_size=256):
-        """Method predictions over a whole split: probs, uncertainty, members, extras (numpy)."""
+        """Method predictions over a whole split: probs, uncertainty, members, extras (numpy).
+
+        Each batch is copied into arrays of the split's size: a list of small per-batch
+        tensors, allocated between the large temporaries of the next batch, pins freed
+        heap memory and grows resident memory with the split.
+        """
         model.eval()
-        probs, unc, members, extras = [], [], [], {}
+        n = len(data)
+        out: dict[str, np.ndarray] = {}
+        extras: dict[str, np.ndarray] = {}
+
+        def put(store, key, value, rows):
+            value = value.float().cpu().numpy()
+            if key not in store:
+                store[key] = np.empty((n,) + value.shape[1:], dtype=np.float32)
+            store[key][rows] = value
+
         gen = torch.Generator(device=self.ctx.device).manual_seed(0)
-        for start in range(0, len(data), batch_size):
-            idx = np.arange(start, min(len(data), start + batch_size))
-            images = apply_view(view, data.raw(idx), gen)
+        for start in range(0, n, batch_size):
+            rows = slice(start, min(n, start + batch_size))
+            images = apply_view(view, data.raw(np.arange(rows.start, rows.stop)), gen)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with self.ctx.autocast():
                 pred: Prediction = self.method.predict(model, images)
             p = pred.probs.float()
-            probs.append(p.cpu())
-            u = pred.uncertainty if pred.uncertainty is not None else 1 - p.max(1).values
-            unc.append(u.float().cpu())
+            put(out, "probs", p, rows)
+            put(out, "unc", pred.uncertainty if pred.uncertainty is not None
+                else 1 - p.max(1).values, rows)
             if pred.members is not None:
-                members.append(pred.members.float().cpu())
+                put(out, "members", pred.members, rows)
             for k, v in (pred.extras or {}).items():
-                extras.setdefault(k, []).append(v.float().cpu())
+                put(extras, k, v, rows)
         model.train()
-        return (torch.cat(probs).numpy(), torch.cat(unc).numpy(),
-                torch.cat(members).numpy() if members else None,
-                {k: torch.cat(v).numpy() for k, v in extras.items()})
+        if not out:  # an empty split
+            k = self.ctx.num_classes
+            return np.zeros((0, k), np.float32), np.zeros(0, np.float32), None, {}
+        return out["probs"], out["unc"], out.get("members"), extras
 
-    # ---- checkpoints -----------------------------------------------------
     def _save_checkpoint(self, model, specs, state: dict):
         if self.checkpoint_dir is None:
             return

@@ -18,7 +18,7 @@ from .context import RunContext, SplitData
 from .data.cache import load_cached
 from .datasets.audit import audit, leaked_test_indices
 from .datasets.base import open_dataset
-from .device import describe, resolve_device, resolve_precision
+from .device import describe, resolve_channels_last, resolve_device, resolve_precision
 from .engine import Engine, trainable_state
 from .errors import ConfigError, unknown_name
 from .plugins import registry
@@ -130,6 +130,8 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
                      _leaks(ds, cfg, mode) if cfg.protocol.dedup_test else None)
     resolved = as_dict(cfg)
     resolved["engine"]["precision"] = precision
+    channels_last = resolve_channels_last(cfg.engine.channels_last, device, precision)
+    resolved["engine"]["channels_last"] = "on" if channels_last else "off"
     method = cls(mcfg)
     from .data.augment import resolve_view
 
@@ -154,8 +156,6 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
     whole_model = source_run is not None
     ctx, weights_info = _context(pv, mcfg, mode, device, precision, req.show_progress,
                                  whole_model)
-    channels_last = {"on": True, "off": False}.get(cfg.engine.channels_last,
-                                                   precision == "bf16")
     stem = key.stem(out)
     run_dir = stem.parent / f"{stem.name}.run"
     if (run_dir / "checkpoint.pt").exists():
