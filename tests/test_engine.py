@@ -99,3 +99,32 @@ def test_compiled_training_steps_train_the_plain_model(tmp_path):
     weights = torch.load(paths[0].with_name("seed0.weights.pt"), weights_only=True)
     state = weights.get("state_dict", weights)
     assert state and not any(k.startswith("_orig_mod.") for k in state)
+
+
+def test_fp32_training_keeps_its_gradients_exact_by_default():
+    """channels-last `auto` stays off in fp32: its CPU weight gradients can be percents off."""
+    import copy
+
+    import timm
+    import torch
+    import torch.nn.functional as F
+
+    import ferbench.models  # noqa: F401
+    from ferbench.device import resolve_channels_last
+
+    cpu = torch.device("cpu")
+    assert resolve_channels_last("auto", cpu, "fp32") is False
+    assert resolve_channels_last("auto", cpu, "bf16") is True
+    assert resolve_channels_last("on", cpu, "fp32") is True
+    torch.manual_seed(0)
+    base = timm.create_model("ferbench_resnet_tiny", num_classes=7)
+    x, y = torch.rand(32, 1, 48, 48).expand(-1, 3, -1, -1), torch.randint(0, 7, (32,))
+
+    def grads(dtype):
+        m = copy.deepcopy(base).to(dtype)
+        F.cross_entropy(m(x.to(dtype)), y).backward()
+        return {n: p.grad.double() for n, p in m.named_parameters()}
+
+    exact, fp32 = grads(torch.float64), grads(torch.float32)
+    k = "stages.3.0.conv1.weight"
+    assert (fp32[k] - exact[k]).abs().max() < 1e-4 * exact[k].abs().max()
