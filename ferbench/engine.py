@@ -168,6 +168,7 @@ class Engine:
             return np.zeros((0, k), np.float32), np.zeros(0, np.float32), None, {}
         return out["probs"], out["unc"], out.get("members"), extras
 
+    # ---- checkpoints -----------------------------------------------------
     def _save_checkpoint(self, model, specs, state: dict):
         if self.checkpoint_dir is None:
             return

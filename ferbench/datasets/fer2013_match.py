@@ -63,10 +63,10 @@ class Fer2013Labels:
             n = int((ref == i).sum())
             d = int(((ref == i) & (orig != i)).sum())
             per_class[c] = {"faces": n, "disagree": d, "rate": round(d / n, 6) if n else None}
+        index = np.full(len(CLASSES), -1, dtype=np.int64)
+        index[[CLASSES.index(c) for c in classes]] = np.arange(len(classes))
         transition = np.zeros((len(classes), len(classes)), dtype=np.int64)
-        index = {CLASSES.index(c): k for k, c in enumerate(classes)}
-        for a, b in zip(ref, orig):
-            transition[index[int(a)], index[int(b)]] += 1
+        np.add.at(transition, (index[ref], index[orig]), 1)
         disagree = int((ref != orig).sum())
         return {
             "route": self.route, "source": self.source, "faces": int(len(self.status)),
