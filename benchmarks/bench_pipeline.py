@@ -93,45 +93,62 @@ def plain_loader(root: Path, size: int, workers: int):
         transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
     ds = datasets.ImageFolder(str(root / "train"), transform=tf)
     return torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers,
-                                       drop_last=True, persistent_workers=workers > 0)
+                                       drop_last=True, persistent_workers=workers > 0,
+                                       pin_memory=torch.cuda.is_available())
 
 
-def time_batches(batches, steps: int, step=None) -> float:
-    """Images/s over `steps` batches after two warm-up batches."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_batches(batches, steps: int, step=None, device=torch.device("cpu")) -> float:
+    """Images/s over `steps` batches after a few warm-up batches (device work included)."""
     it = iter(batches)
-    for _ in range(2):
+    for _ in range(2 if device.type == "cpu" else 5):
         x, y = next(it)
         if step:
             step(x, y)
+    _sync(device)
     t = time.perf_counter()
     for _ in range(steps):
         x, y = next(it)
         if step:
             step(x, y)
+    _sync(device)
     return steps * BATCH / (time.perf_counter() - t)
 
 
-def ferbench_batches(cache, labels, gen, view="weak"):
-    """What the engine does per batch: gather from the memory-mapped cache, then the view."""
+def ferbench_batches(cache, labels, device, view="weak"):
+    """What the engine does per batch: gather from the cache (on a GPU, from its resident
+    copy), then the view on the device."""
     from ferbench.data.augment import apply_view
+    from ferbench.data.feeder import ImageFeeder
     from ferbench.nn import normalize
 
+    feeder = ImageFeeder(cache, device)
+    labels = torch.from_numpy(np.asarray(labels)).to(device)
+    order_gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=device).manual_seed(0)
     n = len(cache)
     while True:
-        order = np.sort(torch.randint(0, n, (BATCH,), generator=gen).numpy())
-        x = apply_view(view, torch.from_numpy(np.asarray(cache[order])), gen)
-        yield normalize(x), torch.from_numpy(labels[order])
+        idx = torch.randint(0, n, (BATCH,), generator=order_gen)
+        x = apply_view(view, feeder.gather(idx), gen)
+        yield normalize(x), labels[idx.to(device)]
 
 
-def make_step(model, precision: str, channels_last: bool = False):
+def make_step(model, precision: str, channels_last: bool = False,
+              device=torch.device("cpu")):
+    model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     if channels_last:
         model.to(memory_format=torch.channels_last)
 
     def step(x, y):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = F.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -157,11 +174,11 @@ def fer2013_train(root: Path, size: int):
     return ds, train, cached, to_run_labels(train, ds.classes)
 
 
-def engine_throughput(root: Path, size: int, steps: int) -> float:
+def engine_throughput(root: Path, size: int, steps: int, device: torch.device) -> float:
     """Images/s of the ferbench engine training the baseline (ResNet-18) for one short epoch."""
     from ferbench.config import compose_run, to_method_config
     from ferbench.datasets.base import open_dataset
-    from ferbench.device import resolve_channels_last, resolve_device, resolve_precision
+    from ferbench.device import resolve_channels_last, resolve_precision
     from ferbench.engine import Engine
     from ferbench.methods.baseline import Baseline
     from ferbench.plugins import registry
@@ -173,11 +190,12 @@ def engine_throughput(root: Path, size: int, steps: int) -> float:
     keep = np.random.default_rng(0).choice(len(view.train), (steps + 2) * BATCH, replace=False)
     view.train, view.train_labels = view.train.subset(keep), view.train_labels[keep]
     view.test, view.test_labels = view.test.subset(np.arange(64)), view.test_labels[:64]
+    # On a GPU the first epoch also pays cuDNN's algorithm search: time the second.
+    epochs = 2 if device.type == "cuda" else 1
     cfg = compose_run("baseline", Baseline, "paper",
-                      {"method.image_size": size, "method.epochs": 1, "method.batch_size": BATCH},
-                      [])
+                      {"method.image_size": size, "method.epochs": epochs,
+                       "method.batch_size": BATCH}, [])
     mcfg = to_method_config(Baseline, cfg)
-    device = resolve_device("cpu")
     precision = resolve_precision("auto", device)
     ctx, _ = _context(view, mcfg, "L", device, precision, show=False)
     engine = Engine(Baseline(mcfg), ctx, seed=0, test_labels=view.test_labels, val_labels=None,
@@ -229,37 +247,55 @@ def synthfer_epoch(n: int, out: Path, prepare: bool) -> dict:
 def child(args) -> dict:
     torch.manual_seed(0)
     root, size, steps, path = Path(args.root or "."), args.size, args.steps, args.child
+    if path in ("synthfer_prepare", "synthfer_epoch"):
+        return synthfer_epoch(args.n, root, prepare=path == "synthfer_prepare")
+    from ferbench.device import resolve_device
+
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the engine does
+    answer = child_path(path, root, size, steps, device)
+    if device.type == "cuda":
+        answer["gpu_peak_mib"] = mib(torch.cuda.max_memory_allocated(device))
+    return answer
+
+
+def on_device(batches, device):
+    """The plain loader's batches as a training step receives them: on the device."""
+    for x, y in batches:
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def child_path(path: str, root: Path, size: int, steps: int, device: torch.device) -> dict:
+    from ferbench.device import resolve_channels_last, resolve_precision
+
     if path == "pipeline_ferbench":
         _, _, cached, labels = fer2013_train(root, size)
-        gen = torch.Generator().manual_seed(0)
-        return {"ips": time_batches(ferbench_batches(cached.images, labels, gen), steps * 4)}
+        return {"ips": time_batches(ferbench_batches(cached.images, labels, device), steps * 4,
+                                    device=device)}
     if path.startswith("pipeline_plain_w"):
-        return {"ips": time_batches(plain_loader(root, size, int(path[16:])), steps * 2)}
+        return {"ips": time_batches(on_device(plain_loader(root, size, int(path[16:])), device),
+                                    steps * 2, device=device)}
     if path.startswith("train_plain_fp32_w"):
         return {"ips": time_batches(plain_loader(root, size, int(path[18:])), steps,
-                                    make_step(resnet18(), "fp32"))}
+                                    make_step(resnet18(), "fp32", device=device), device)}
     if path.startswith("model_alone_"):  # model_alone_fp32, model_alone_engine
-        from ferbench.device import resolve_channels_last, resolve_device, resolve_precision
-
         _, _, cached, labels = fer2013_train(root, size)
-        x, y = next(ferbench_batches(cached.images, labels, torch.Generator().manual_seed(0)))
-        one = [(x, y)] * (steps + 2)
+        x, y = next(ferbench_batches(cached.images, labels, device))
+        one = [(x, y)] * (steps + 5)
         if path == "model_alone_engine":
-            device = resolve_device("cpu")
             precision = resolve_precision("auto", device)
             step = make_step(resnet18(), precision,
-                             resolve_channels_last("auto", device, precision))
+                             resolve_channels_last("auto", device, precision), device)
         else:
-            step = make_step(resnet18(), "fp32")
-        return {"ips": time_batches(one, steps, step)}
+            step = make_step(resnet18(), "fp32", device=device)
+        return {"ips": time_batches(one, steps, step, device)}
     if path == "train_engine":
-        return {"ips": engine_throughput(root, size, steps)}
+        return {"ips": engine_throughput(root, size, steps, device)}
     if path == "cache_size":
         _, _, cached, _ = fer2013_train(root, size)
         return {"disk": sum(f.stat().st_size for f in cached.path.iterdir()),
                 "raw": int(np.prod(cached.images.shape))}
-    if path in ("synthfer_prepare", "synthfer_epoch"):
-        return synthfer_epoch(args.n, Path(args.root), prepare=path == "synthfer_prepare")
     raise SystemExit(f"unknown path {path}")
 
 
@@ -279,23 +315,26 @@ def mib(b: int) -> float:
     return b / 2 ** 20
 
 
-def compare_size(root: Path, size: int, steps: int, env: dict, precision: str) -> dict:
+def compare_size(root: Path, size: int, steps: int, env: dict, common: list[str],
+                 workers: list[int]) -> dict:
     r: dict = {}
 
     def measure(name: str, key: str | None = None) -> float:
         ans, peak = run_child([name, "--root", str(root), "--size", str(size),
-                               "--steps", str(steps)], env)
+                               "--steps", str(steps), *common], env)
         r[key or name] = ans["ips"]
         r[f"anon_mib_{key or name}"] = mib(peak)
+        if "gpu_peak_mib" in ans:
+            r[f"gpu_mib_{key or name}"] = ans["gpu_peak_mib"]
         return ans["ips"]
 
-    sizes, _ = run_child(["cache_size", "--root", str(root), "--size", str(size)], env)
+    sizes, _ = run_child(["cache_size", "--root", str(root), "--size", str(size), *common], env)
     r["cache_disk_mib"], r["cache_raw_mib"] = mib(sizes["disk"]), mib(sizes["raw"])
     r["cache_disk_vs_raw"] = sizes["disk"] / sizes["raw"]
     measure("pipeline_ferbench")
     best = (0.0, 0)
-    for workers in sorted({0, 1, 2, os.cpu_count() or 1}):
-        best = max(best, (measure(f"pipeline_plain_w{workers}"), workers))
+    for w in workers:
+        best = max(best, (measure(f"pipeline_plain_w{w}"), w))
     r["pipeline_plain_best"], r["plain_best_workers"] = best
     r["pipeline_ratio"] = r["pipeline_ferbench"] / best[0]
     measure(f"train_plain_fp32_w{best[1]}", "train_plain_fp32")
@@ -329,6 +368,7 @@ def scale(ns: list[int], env: dict) -> dict:
 
 
 def main(argv=None):
+    global BATCH
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     here = Path(__file__).resolve().parents[1]
     ap.add_argument("--fer2013", default=str(here.parent / "shared/data/fer2013.tar.gz"))
@@ -336,12 +376,18 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--scale", default="10000,100000,1000000",
                     help="synthfer training-set sizes for (d); empty to skip")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--batch", type=int, default=BATCH)
+    ap.add_argument("--workers", default=None,
+                    help="DataLoader worker counts to try for the plain loader "
+                         "(default 0,1,2 and one per core)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--size", type=int, default=48, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    BATCH = args.batch
     if args.child:
         print(json.dumps(child(args)))
         return
@@ -351,15 +397,20 @@ def main(argv=None):
     env = dict(os.environ)
     env.setdefault("FERBENCH_CACHE", tempfile.mkdtemp(prefix="ferbench-cache-"))
     root = unpack(archive)
-    from ferbench.device import resolve_device, resolve_precision
+    from ferbench.device import describe, resolve_device, resolve_precision
 
-    precision = resolve_precision("auto", resolve_device("cpu"))
+    device = resolve_device(args.device)
+    precision = resolve_precision("auto", device)
+    workers = ([int(w) for w in args.workers.split(",")] if args.workers
+               else sorted({0, 1, 2, os.cpu_count() or 1}))
+    common = ["--device", args.device, "--batch", str(BATCH)]
     out = {"cores": os.cpu_count(), "torch": torch.__version__, "batch": BATCH,
-           "engine_precision": precision, "sizes": {}}
+           "device": describe(device), "engine_precision": precision, "sizes": {}}
     for size in [int(s) for s in args.sizes.split(",") if s]:
-        r = compare_size(root, size, args.steps, env, precision)
+        r = compare_size(root, size, args.steps, env, common, workers)
         out["sizes"][size] = r
-        print(f"\n{size} px (batch {BATCH}, {out['cores']} cores, engine precision {precision})")
+        print(f"\n{size} px (batch {BATCH}, {out['cores']} cores, {out['device']['name']}, "
+              f"engine precision {precision})", flush=True)
         for k, v in r.items():
             print(f"  {k:32s} {v:10.2f}" if isinstance(v, float) else f"  {k:32s} {v:>10}")
     if args.scale:

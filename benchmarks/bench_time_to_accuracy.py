@@ -1,7 +1,7 @@
 """Time to accuracy on FERPlus: fixed schedules of growing length, several seeds, one run.
 
     python benchmarks/bench_time_to_accuracy.py [--ferplus ../shared/data/ferplus.tar.gz]
-        [--recipes quick,resnet18_s1] [--epochs 2,4,6,8,10] [--seeds 0,1,2]
+        [--recipes fast,resnet18_s1] [--epochs 2,4,6,8,10] [--seeds 0,1,2]
         [--targets 84,85,86] [--device auto] [--out runs/tta] [--json tta.json]
 
 "Time to X %" is the training time of the shortest schedule (a fixed number of
@@ -33,6 +33,12 @@ RECIPES = {
     # one-cycle SGD, label smoothing (the paper preset's optimiser at the quick preset's size).
     "resnet18_s1": {"preset": "paper", "flags": {"backbone": "ferbench_resnet18_s1",
                                                  "image_size": 48, "batch_size": 128}},
+    # ResNet-18 (stride-1 stem) under the quick preset's optimiser (AdamW, batch 64).
+    "resnet18_s1_adamw": {"preset": "quick", "flags": {"backbone": "ferbench_resnet18_s1"}},
+    # The FaceResNet family under the quick preset's optimiser: tiny is `quick`, base is the
+    # `fast` preset (10 epochs unless --epochs says otherwise), small sits between them.
+    "small": {"preset": "quick", "flags": {"backbone": "ferbench_resnet_small"}},
+    "fast": {"preset": "fast", "flags": {}},
 }
 
 
@@ -46,19 +52,21 @@ def unpack(archive: Path) -> Path:
     return dest / "ferplus"
 
 
-def one_run(root: Path, recipe: str, epochs: int, seed: int, device: str, out: Path) -> dict:
+def one_run(root: Path, recipe: str, epochs: int, seed: int, device: str, out: Path,
+            overrides: list[str] = ()) -> dict:
     from ferbench.runner import RunRequest, run
 
     spec = RECIPES[recipe]
     flags = {**spec["flags"], "epochs": epochs, "device": device}
     [path] = run(RunRequest(methods=["baseline"], dataset="ferplus", data_root=str(root),
                             protocols=["clean"], seeds=[seed], preset=spec["preset"],
-                            flags=flags, overrides=[f"engine.eval_every={epochs}"],
+                            flags=flags, overrides=[f"engine.eval_every={epochs}", *overrides],
                             out=str(out / recipe), leaderboard=False))
     rec = json.loads(path.read_text())
     last = rec["history"][-1]
     return {"test_acc": rec["metrics"]["test_acc"], "val_acc": last.get("val_acc"),
             "train_seconds": sum(h["seconds"] for h in rec["history"]),
+            "seconds_per_epoch": float(np.median([h["seconds"] for h in rec["history"]])),
             "wall_seconds": rec["wall_time_s"], "device": rec["device"],
             "precision": rec["precision"]}
 
@@ -88,11 +96,13 @@ def main(argv=None):
     here = Path(__file__).resolve().parents[1]
     ap.add_argument("--ferplus", default=str(here.parent / "shared/data/ferplus.tar.gz"))
     ap.add_argument("--data-root", default=None, help="an unpacked FERPlus (skips unpacking)")
-    ap.add_argument("--recipes", default="quick,resnet18_s1")
+    ap.add_argument("--recipes", default="fast,resnet18_s1")
     ap.add_argument("--epochs", default="2,4,6,8,10")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--targets", default="84,85,86")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                    help="a run-config override for every run (engine.precision=fp32, lr=0.01)")
     ap.add_argument("--out", default="runs/time-to-accuracy")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -110,18 +120,22 @@ def main(argv=None):
     epochs = [int(e) for e in args.epochs.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     targets = [float(t) for t in args.targets.split(",")]
-    out = {"targets": targets, "seeds": seeds, "recipes": {}}
+    out = {"targets": targets, "seeds": seeds, "overrides": args.override, "recipes": {}}
     for recipe in recipes:
-        runs = {e: {s: one_run(root, recipe, e, s, args.device, Path(args.out)) for s in seeds}
-                for e in epochs}
+        runs = {e: {s: one_run(root, recipe, e, s, args.device, Path(args.out), args.override)
+                    for s in seeds} for e in epochs}
         summary = summarise(runs, targets)
         out["recipes"][recipe] = {"spec": RECIPES[recipe], "runs": runs, **summary}
-        print(f"\n{recipe}: final-epoch FERPlus test accuracy over seeds {seeds}")
-        print(f"  {'epochs':>6} {'test acc %':>16} {'val acc %':>9} {'train s':>14}")
+        first = next(iter(next(iter(runs.values())).values()))
+        print(f"\n{recipe}: final-epoch FERPlus test accuracy over seeds {seeds} "
+              f"({first['device'].get('name')}, {first['precision']})")
+        print(f"  {'epochs':>6} {'test acc %':>16} {'val acc %':>9} {'train s':>14} {'s/epoch':>8}")
         for e, row in summary["schedules"].items():
             val = "" if row["val_acc"] is None else f"{100 * row['val_acc']:.2f}"
+            per_epoch = np.median([r["seconds_per_epoch"] for r in runs[e].values()])
             print(f"  {e:>6} {100 * row['test_acc']:9.2f} ± {100 * row['test_acc_std']:4.2f} "
-                  f"{val:>9} {row['train_seconds']:8.0f} ± {row['train_seconds_std']:3.0f}")
+                  f"{val:>9} {row['train_seconds']:8.1f} ± {row['train_seconds_std']:4.1f} "
+                  f"{per_epoch:8.2f}", flush=True)
         for t, hit in summary["time_to"].items():
             print(f"  time to {t:g} %: " + (f"{hit['train_seconds']:.0f} ± "
                                             f"{hit['train_seconds_std']:.0f} s ({hit['epochs']} "

@@ -167,8 +167,9 @@ def _echo_match(m: dict) -> None:
               help="FER2013 (fer2013.csv or the image-folder export) for protocol realnoise.")
 @click.option("--seeds", default="0", show_default=True, help="Training seeds, e.g. 0,1,2.")
 @click.option("--noise-seed", default=0, show_default=True, type=int)
-@click.option("--preset", type=click.Choice(["paper", "quick"]), default=None,
-              help="Default: quick on synthfer, paper on real datasets.")
+@click.option("--preset", default=None,
+              help="paper, quick, or another preset of the method (baseline: fast). "
+                   "Default: quick on synthfer, paper on real datasets.")
 @click.option("--epochs", type=click.IntRange(min=0), default=None)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--image-size", type=click.IntRange(min=8), default=None)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .data.augment import apply_view
+from .data.feeder import ImageFeeder
 from .device import autocast
 
 
@@ -24,6 +25,7 @@ class SplitData:
     extras: dict[str, torch.Tensor]
     cache: np.ndarray                    # uint8 [N, S, S, C], memory-mapped
     _ctx: "RunContext" = field(repr=False, default=None)
+    _feeder: ImageFeeder | None = field(repr=False, default=None)
 
     @property
     def size(self) -> int:
@@ -34,13 +36,9 @@ class SplitData:
 
     def raw(self, indices) -> torch.Tensor:
         """Cached uint8 images [B, S, S, C] on the run's device."""
-        idx = np.asarray(indices.cpu() if torch.is_tensor(indices) else indices, dtype=np.int64)
-        order = np.argsort(idx, kind="stable")  # sorted reads are sequential on a memmap
-        block = np.empty((len(idx),) + self.cache.shape[1:], dtype=np.uint8)
-        block[order] = self.cache[idx[order]]
-        t = torch.from_numpy(block)
-        dev = self._ctx.device
-        return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t
+        if self._feeder is None or self._feeder.device != self._ctx.device:
+            self._feeder = ImageFeeder(self.cache, self._ctx.device)
+        return self._feeder.gather(indices)
 
     def images(self, indices, view="none") -> torch.Tensor:
         """Augmented float images [B, 3, S, S] in [0, 1] of any samples, in one view."""

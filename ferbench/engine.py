@@ -35,6 +35,12 @@ def split_epochs(total: int, fractions) -> list[int]:
     return out
 
 
+def loss_read_interval(device: torch.device) -> int:
+    """Training steps between reads of the loss on the host. A read waits for the device to
+    finish, so on a GPU the losses are read (and checked for NaN) in groups."""
+    return 1 if device.type == "cpu" else 20
+
+
 def seed_everything(*parts) -> int:
     seed = int(np.random.SeedSequence([abs(hash_int(p)) for p in parts]).generate_state(1)[0])
     random.seed(seed)
@@ -208,6 +214,10 @@ class Engine:
     def fit(self) -> EngineResult:
         ctx, method = self.ctx, self.method
         t_start = time.time()
+        if ctx.device.type == "cuda":
+            # cuDNN picks the fastest convolution for each shape once; the choice may vary
+            # between runs, a rounding-level difference every GPU trainer accepts.
+            torch.backends.cudnn.benchmark = True
         seed_everything("init", self.seed)
         ctx.generator.manual_seed(hash_int(("ctx", self.seed)))
         model = method.build(ctx).to(ctx.device)
@@ -346,17 +356,28 @@ class Engine:
                     "label": ctx.train.labels[flat].reshape(comp.shape).to(ctx.device)}
             return batch
 
-        losses, t0, seen = [], time.time(), 0
+        losses, pending, t0, seen = [], [], time.time(), 0
+        read_every = loss_read_interval(ctx.device)
+
+        def read_losses():
+            values = torch.stack(pending).float().cpu().tolist()
+            pending.clear()
+            bad = next((v for v in values if not np.isfinite(v)), None)
+            if bad is not None:
+                raise FloatingPointError(f"loss became {bad} at epoch {epoch}")
+            losses.extend(values)
+
         prefetch = Prefetcher(make, batches)
         total_epochs = ctx.epochs
         try:
             with progress_bar(f"epoch {epoch + 1}/{total_epochs}", len(batches),
                               self.show_progress) as advance:
-                for batch in prefetch:
+                for step, batch in enumerate(prefetch):
                     with ctx.autocast():
                         loss = method.training_step(self._stepping(model), batch, ctx)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}")
+                    pending.append(loss.detach().reshape(()))
+                    if (step + 1) % read_every == 0:
+                        read_losses()
                     for s in specs:
                         s.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -367,12 +388,15 @@ class Engine:
                         s.optimizer.step()
                         if s.scheduler is not None and s.interval == "step":
                             s.scheduler.step()
-                    losses.append(float(loss.detach()))
                     seen += len(batch["index"])
-                    advance(1, info=f"loss {np.mean(losses[-20:]):.3f} "
+                    advance(1, info=f"loss {np.mean(losses[-20:]) if losses else float('nan'):.3f} "
                                     f"{seen / max(1e-9, time.time() - t0):.0f} img/s")
+            if pending:
+                read_losses()
         finally:
             prefetch.close()
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)
         secs = time.time() - t0
         row = {"epoch": epoch, "phase": phase.name, "loss": float(np.mean(losses)),
                "lr": float(specs[0].optimizer.param_groups[0]["lr"]) if specs else None,

@@ -80,6 +80,18 @@ def ferbench_resnet_tiny(pretrained=False, **kwargs):
 
 
 @register_model
+def ferbench_resnet_small(pretrained=False, **kwargs):
+    """Twice the tiny network's width in the last stages, a second block in the third."""
+    return FaceResNet(widths=(32, 64, 160, 320), depths=(1, 1, 2, 1), stem_width=24, **kwargs)
+
+
+@register_model
+def ferbench_resnet_base(pretrained=False, **kwargs):
+    """ResNet-18's widths and depths behind the narrow full-resolution stem."""
+    return FaceResNet(widths=(64, 128, 256, 512), depths=(2, 2, 2, 2), stem_width=32, **kwargs)
+
+
+@register_model
 def ferbench_resnet18_s1(pretrained=False, **kwargs):
     """ResNet-18 with a 3x3 stride-1 stem and no max-pool: the usual FER variant for 48 px
     faces (11.2 M parameters, 1.25 G multiply-adds at 48 px): the reference fast recipes beat."""

@@ -109,8 +109,8 @@ def test_an_unknown_dotted_key_suggests_the_closest():
 
 
 def test_an_unknown_preset_is_a_config_error():
-    with pytest.raises(ConfigError, match="unknown preset of method baseline 'fast'") as e:
-        _compose(preset="fast")
+    with pytest.raises(ConfigError, match="unknown preset of method baseline 'turbo'") as e:
+        _compose(preset="turbo")
     assert "paper" in str(e.value) and "quick" in str(e.value)
     with pytest.raises(ConfigError, match="did you mean 'quick'"):
         _compose(preset="quik")

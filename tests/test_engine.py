@@ -128,3 +128,39 @@ def test_fp32_training_keeps_its_gradients_exact_by_default():
     exact, fp32 = grads(torch.float64), grads(torch.float32)
     k = "stages.3.0.conv1.weight"
     assert (fp32[k] - exact[k]).abs().max() < 1e-4 * exact[k].abs().max()
+
+
+def _nan_after(steps: int):
+    """A baseline training step whose loss turns NaN after `steps` calls."""
+    from ferbench.methods.baseline import Baseline
+
+    plain, calls = Baseline.training_step, [0]
+
+    def step(self, model, batch, ctx):
+        calls[0] += 1
+        loss = plain(self, model, batch, ctx)
+        return loss * float("nan") if calls[0] > steps else loss
+    return step
+
+
+def test_a_loss_that_turns_nan_stops_the_run_naming_the_epoch(tmp_path, monkeypatch):
+    from ferbench.methods.baseline import Baseline
+
+    monkeypatch.setattr(Baseline, "training_step", _nan_after(8))  # 6 steps an epoch
+    with pytest.raises(FloatingPointError, match="loss became nan at epoch 1"):
+        run(_request(tmp_path))
+    assert not list(tmp_path.rglob("seed0.json"))
+
+
+def test_losses_read_in_groups_give_the_same_history(tmp_path, monkeypatch):
+    import ferbench.engine as engine
+
+    one, _ = _result(run(_request(tmp_path / "one")))
+    monkeypatch.setattr(engine, "loss_read_interval", lambda device: 4)  # as on a GPU
+    grouped, _ = _result(run(_request(tmp_path / "grouped")))
+    assert [h["loss"] for h in grouped["history"]] == [h["loss"] for h in one["history"]]
+    from ferbench.methods.baseline import Baseline
+
+    monkeypatch.setattr(Baseline, "training_step", _nan_after(8))
+    with pytest.raises(FloatingPointError, match="loss became nan at epoch 1"):
+        run(_request(tmp_path / "nan"))

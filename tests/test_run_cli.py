@@ -187,9 +187,18 @@ def test_bad_input_is_one_error_line_and_exit_status_2(tmp_path, args, message):
 
 
 def test_an_unknown_preset_exits_with_status_2(tmp_path):
-    res = CliRunner().invoke(cli, ["run", "--preset", "fast", *TINY, "--out", str(tmp_path)])
-    assert res.exit_code == 2 and "fast" in res.stderr and "Traceback" not in res.output
+    res = CliRunner().invoke(cli, ["run", "--preset", "turbo", *TINY, "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "turbo" in res.stderr and "Traceback" not in res.output
     assert _results(tmp_path) == []
+
+
+def test_a_preset_only_the_baseline_has_runs_it(tmp_path):
+    res = CliRunner().invoke(cli, ["run", "--method", "baseline", "--preset", "fast", *TINY,
+                                   "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    [rec] = [json.loads(p.read_text()) for p in _results(tmp_path)]
+    assert rec["method"]["preset"] == "fast"
+    assert rec["config"]["method"]["backbone"] == "ferbench_resnet_base"
 
 
 def test_a_noise_file_with_an_unknown_name_is_refused(tmp_path):
