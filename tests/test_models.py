@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
 
@@ -19,3 +20,27 @@ def test_resnet18_s1_keeps_a_48px_face_at_full_resolution_into_its_first_stage()
     # a classifier swap, as methods and weight loading do it
     model.reset_classifier(3)
     assert model(torch.rand(1, 1, 48, 48)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("name", ["ferbench_resnet_tiny", "ferbench_resnet_small",
+                                  "ferbench_resnet_base"])
+def test_each_face_resnet_size_classifies_48_and_112px_faces_grey_or_colour(name):
+    model = timm.create_model(name, num_classes=8)
+    for size in (48, 112):
+        assert model(torch.rand(2, 3, size, size)).shape == (2, 8)
+    grey = timm.create_model(name, num_classes=7, in_chans=1)
+    assert grey(torch.rand(2, 1, 48, 48)).shape == (2, 7)
+
+
+def test_the_face_resnet_sizes_grow_in_parameters_and_cost():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    costs = []
+    for name in ("ferbench_resnet_tiny", "ferbench_resnet_small", "ferbench_resnet_base"):
+        model = timm.create_model(name, num_classes=8)
+        with FlopCounterMode(display=False) as counter:
+            model(torch.rand(1, 3, 48, 48))
+        costs.append((sum(p.numel() for p in model.parameters()), counter.get_total_flops()))
+    assert costs == sorted(costs) and len({c[0] for c in costs}) == 3
+    # base: ResNet-18's widths at a quarter of ferbench_resnet18_s1's 1.25 G multiply-adds
+    assert 0.25e9 < costs[-1][1] / 2 < 0.35e9
