@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from queue import Queue
 
@@ -20,7 +21,7 @@ class SplitData:
     """A split as the method sees it: ids, visible labels, permitted extras, cached images."""
 
     name: str
-    ids: tuple[str, ...]
+    ids: Sequence[str]                   # a tuple, or for large generated sets `NumberedIds`
     labels: torch.Tensor | None          # None for the test split: no method sees test labels
     extras: dict[str, torch.Tensor]
     cache: np.ndarray                    # uint8 [N, S, S, C], memory-mapped

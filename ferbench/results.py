@@ -9,11 +9,13 @@ beside it; a run is complete when its JSON exists.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import io
 import json
 import os
 import tempfile
+import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -65,14 +67,16 @@ def file_hash(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    """Write bytes under a temporary name in the same folder and rename them into place."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path):
+    """A binary file written under a temporary name in the same folder and renamed into
+    place when the block ends; on an error nothing is left behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
@@ -81,15 +85,50 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write bytes under a temporary name in the same folder and rename them into place."""
+    with atomic_file(path) as f:
+        f.write(data)
+
+
 def write_json(path: str | Path, record: dict) -> None:
     """Write JSON under a temporary name and rename it into place."""
     write_bytes(Path(path), json.dumps(record, indent=1, default=_jsonable).encode())
 
 
-def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    write_bytes(Path(path), buf.getvalue())
+_STRING_BLOCK = 65536
+
+
+def write_npz(path: str | Path, arrays: dict[str, Any]) -> None:
+    """A compressed .npz, as `np.savez_compressed` writes it, streamed to the file.
+
+    A value that is a sequence of strings but not an array (sample ids) is stored as a
+    unicode array written a block at a time, so neither it nor the archive is ever
+    whole in memory.
+    """
+    with atomic_file(path) as f, \
+            zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                if _is_strings(value):
+                    _write_strings(member, value)
+                else:
+                    np.lib.format.write_array(member, np.asarray(value), allow_pickle=True)
+
+
+def _is_strings(value) -> bool:
+    return (not isinstance(value, (np.ndarray, str, bytes)) and isinstance(value, Sequence)
+            and len(value) > 0 and isinstance(value[0], str))
+
+
+def _write_strings(member, strings: Sequence[str]) -> None:
+    width = max(1, max(len(s) for s in strings))
+    dtype = np.dtype(f"<U{width}")
+    np.lib.format.write_array_header_1_0(member, {
+        "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+        "shape": (len(strings),)})
+    for start in range(0, len(strings), _STRING_BLOCK):
+        member.write(np.array(list(strings[start:start + _STRING_BLOCK]), dtype=dtype).tobytes())
 
 
 def _jsonable(v: Any):

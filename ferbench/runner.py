@@ -175,9 +175,9 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
     scores = score_run(pv, res)
     record = _record(key, pv, name, cls, preset, resolved, ds, res, scores, noise_file,
                      device, precision, weights_info, time.time() - t0)
-    arrays = {"test_ids": np.asarray(pv.test.ids), "test_probs": res.test_probs,
+    arrays = {"test_ids": pv.test.ids, "test_probs": res.test_probs,
               "test_uncertainty": res.test_uncertainty, "test_labels": pv.test_labels,
-              "train_ids": np.asarray(pv.train.ids)}
+              "train_ids": pv.train.ids}
     for k, v in res.noise_scores.items():
         arrays[f"train_noise_scores_{k}"] = v
     if res.noise_decisions is not None:

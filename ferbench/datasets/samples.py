@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ class Samples:
 
     dataset: str
     split: str
-    ids: tuple[str, ...]
+    ids: Sequence[str]           # a tuple, or `NumberedIds` for large generated sets
     source: "ImageSource"
     labels: np.ndarray
     classes: tuple[str, ...]
@@ -48,7 +49,11 @@ class Samples:
         """Hash of ids, source sizes and labels: identical on every machine."""
         h = hashlib.sha256()
         h.update(f"{self.dataset}/{self.split}\0".encode())
-        h.update("\0".join(self.ids).encode())
+        # The bytes of "\0".join(ids), hashed a block at a time: a million ids never sit
+        # in memory as one string.
+        for start in range(0, len(self.ids), _HASH_BLOCK):
+            block = "\0".join(self.ids[start:start + _HASH_BLOCK])
+            h.update((("\0" if start else "") + block).encode())
         h.update(np.asarray(self.source.sizes(), dtype=np.int64).tobytes())
         h.update(np.asarray(self.labels, dtype=np.int64).tobytes())
         return h.hexdigest()[:16]
@@ -63,11 +68,64 @@ class Samples:
         index = np.asarray(index, dtype=np.int64)
         return Samples(
             dataset=self.dataset, split=self.split,
-            ids=tuple(self.ids[i] for i in index), source=self.source.subset(index),
+            ids=(self.ids.subset(index) if isinstance(self.ids, NumberedIds)
+                 else tuple(self.ids[i] for i in index)),
+            source=self.source.subset(index),
             labels=np.asarray(self.labels)[index], classes=self.classes,
             extras={k: v[index] for k, v in self.extras.items()},
             label_extras=self.label_extras, notes=self.notes,
         )
+
+
+_HASH_BLOCK = 65536
+
+
+class NumberedIds(Sequence):
+    """The ids `prefix + f"{number:0{width}d}"` of numbered samples, made when asked for.
+
+    A tuple of a million ids holds about 90 MB of Python strings; this holds the
+    numbers of a subset (8 bytes each) or, for a whole range, nothing. It compares
+    equal to any sequence of the same ids.
+    """
+
+    def __init__(self, prefix: str, n: int, width: int = 6, numbers: np.ndarray | None = None):
+        self.prefix, self.width = prefix, width
+        self._numbers = None if numbers is None else np.asarray(numbers, dtype=np.int64)
+        self._n = n if numbers is None else len(self._numbers)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _id(self, number: int) -> str:
+        return f"{self.prefix}{number:0{self.width}d}"
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return tuple(self[j] for j in range(*i.indices(self._n)))
+        i = int(i)
+        if not -self._n <= i < self._n:
+            raise IndexError(f"id index {i} out of range for {self._n} ids")
+        i %= self._n
+        return self._id(i if self._numbers is None else int(self._numbers[i]))
+
+    def __iter__(self):
+        numbers = range(self._n) if self._numbers is None else self._numbers.tolist()
+        return (self._id(k) for k in numbers)
+
+    def subset(self, index) -> "NumberedIds":
+        index = np.asarray(index, dtype=np.int64)
+        numbers = index if self._numbers is None else self._numbers[index]
+        return NumberedIds(self.prefix, len(numbers), self.width, numbers)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str) or len(other) != len(self):
+            return NotImplemented if not isinstance(other, Sequence) else False
+        return all(a == b for a, b in zip(self, other))
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"NumberedIds({self.prefix!r}, n={self._n})"
 
 
 class ImageSource:

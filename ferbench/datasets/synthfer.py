@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..labels import BASIC7, CLASSES
 from .base import Dataset, DatasetAdapter
-from .samples import ImageSource, Samples
+from .samples import ImageSource, NumberedIds, Samples
 
 # Bump when the drawing changes, so every cache entry and fingerprint changes with it.
 GENERATOR_VERSION = 1
@@ -96,12 +97,13 @@ class SynthFER(DatasetAdapter):
             n = opts[f"n_{split}"]
             if n == 0 and split == "val":
                 continue
-            labels, dist, marks = annotations(n, split, opts)
+            labels, dist, marks = (annotations_on_disk(n, split, opts, tag) if n >= ON_DISK
+                                   else annotations(n, split, opts))
             splits[split] = Samples(
                 dataset=self.name, split=split,
                 # The option hash in every id makes the fingerprint (ids, sizes, labels) and
                 # so the cache entry and noise files change whenever the drawing does.
-                ids=tuple(f"synthfer-{tag}/{split}/{i:06d}" for i in range(n)),
+                ids=NumberedIds(f"synthfer-{tag}/{split}/", n),
                 # NumPy's random streams may change between its releases; the stamp notices.
                 source=SynthSource(n, split, opts, stamp=f"synthfer-v{GENERATOR_VERSION}-{tag}-"
                                                          f"numpy{np.__version__}"),
@@ -157,13 +159,14 @@ def _chunk_parameters(split: str, opts: dict[str, Any], c: int):
     return _draw_parameters(face_rng, CHUNK, k, opts["alpha"], opts["concentration"]), pixel_rng
 
 
-def annotations(n: int, split: str, opts: dict[str, Any]):
+def annotations(n: int, split: str, opts: dict[str, Any], out=None):
     """Everything of `n` faces but their pixels: labels [n], distributions float32 [n, K]
-    (canonical class order) and landmarks float32 [n, len(LANDMARKS), 2]."""
+    (canonical class order) and landmarks float32 [n, len(LANDMARKS), 2]; filled into
+    `out` (three arrays of those shapes) when given."""
     k = 8 if opts["contempt"] else 7
-    labels = np.empty(n, dtype=np.int64)
-    dist = np.empty((n, k), dtype=np.float32)
-    marks = np.empty((n, len(LANDMARKS), 2), dtype=np.float32)
+    labels, dist, marks = out or (np.empty(n, dtype=np.int64),
+                                  np.empty((n, k), dtype=np.float32),
+                                  np.empty((n, len(LANDMARKS), 2), dtype=np.float32))
     for c, start in enumerate(range(0, n, CHUNK)):
         stop = min(n, start + CHUNK)
         p, _ = _chunk_parameters(split, opts, c)
@@ -171,6 +174,40 @@ def annotations(n: int, split: str, opts: dict[str, Any]):
         labels[start:stop], dist[start:stop] = p["label"][:m], p["dist"][:m]
         marks[start:stop] = _landmarks(p, opts["size"])[:m]
     return labels, dist, marks
+
+
+# From this many faces a split's annotations live in files beside the image cache, memory-
+# mapped: about 130 bytes a face that would otherwise stay in the process's own memory.
+ON_DISK = 50_000
+
+
+def annotations_on_disk(n: int, split: str, opts: dict[str, Any], tag: str):
+    """`annotations`, computed once into files under the cache folder and memory-mapped
+    (copy-on-write: a method may change its copy, never the files)."""
+    from ..data.cache import cache_root
+
+    k = 8 if opts["contempt"] else 7
+    folder = (cache_root() / "synthfer-annotations"
+              / f"{tag}-v{GENERATOR_VERSION}-numpy{np.__version__}")
+    shapes = {"labels": ((n,), np.int64), "distribution": ((n, k), np.float32),
+              "landmarks": ((n, len(LANDMARKS), 2), np.float32)}
+    paths = {name: folder / f"{split}-{n}-{name}.npy" for name in shapes}
+    if not all(p.exists() for p in paths.values()):
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = {name: p.with_suffix(f".{os.getpid()}.tmp") for name, p in paths.items()}
+        try:
+            out = tuple(np.lib.format.open_memmap(tmp[name], mode="w+", dtype=dtype, shape=shape)
+                        for name, (shape, dtype) in shapes.items())
+            annotations(n, split, opts, out)
+            for array in out:
+                array.flush()
+            del out
+            for name in paths:
+                os.replace(tmp[name], paths[name])
+        finally:
+            for t in tmp.values():
+                t.unlink(missing_ok=True)
+    return tuple(np.load(p, mmap_mode="c") for p in paths.values())
 
 
 def render_chunk(c: int, split: str, opts: dict[str, Any], m: int = CHUNK) -> np.ndarray:
