@@ -164,3 +164,16 @@ def test_losses_read_in_groups_give_the_same_history(tmp_path, monkeypatch):
     monkeypatch.setattr(Baseline, "training_step", _nan_after(8))
     with pytest.raises(FloatingPointError, match="loss became nan at epoch 1"):
         run(_request(tmp_path / "nan"))
+
+
+def test_test_time_flip_averages_a_face_and_its_mirror():
+    import torch
+
+    from ferbench.methods.baseline import Baseline, BaselineConfig
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
+    images = torch.rand(2, 3, 4, 4)
+    plain = Baseline(BaselineConfig()).predict(model, images).probs
+    mirror = Baseline(BaselineConfig()).predict(model, images.flip(-1)).probs
+    both = Baseline(BaselineConfig(tta_flip=True)).predict(model, images).probs
+    assert torch.allclose(both, (plain + mirror) / 2) and not torch.allclose(both, plain)

@@ -13,7 +13,7 @@ from ..nn import normalize
 
 @dataclass
 class BaselineConfig(MethodConfig):
-    pass
+    tta_flip: bool = False  # average the predictions of each face and its mirror image
 
 
 class Baseline(Method):
@@ -46,7 +46,10 @@ class Baseline(Method):
                                label_smoothing=self.config.label_smoothing)
 
     def predict(self, model, images):
-        probs = model(normalize(images)).float().softmax(1)
+        x = normalize(images)
+        probs = model(x).float().softmax(1)
+        if self.config.tta_flip:
+            probs = (probs + model(x.flip(-1)).float().softmax(1)) / 2
         return Prediction(probs=probs)
 
     def noise_scores(self, model, ctx):
