@@ -125,7 +125,8 @@ class RunContext:
             idx = order[start:start + bs]
             raw = data.raw(idx)
             batch = {"index": idx.to(self.device),
-                     "views": {_vname(v): apply_view(v, raw, self.generator) for v in views}}
+                     "views": ViewBatch({_vname(v): apply_view(v, raw, self.generator)
+                                         for v in views})}
             if data.labels is not None:
                 batch["label"] = data.labels[idx].to(self.device)
             batch["extras"] = {k: v[idx].to(self.device) for k, v in data.extras.items()}
@@ -145,6 +146,17 @@ class RunContext:
 
 def _vname(view) -> str:
     return view if isinstance(view, str) else view[0]
+
+
+class ViewBatch(dict):
+    """A batch's views by name. A method that reads a view its config does not name (a user
+    who set `views=[weak]` for a method that also needs `strong`) gets one line, not a KeyError."""
+
+    def __missing__(self, name):
+        from .errors import ConfigError
+
+        raise ConfigError(f"the method reads the augmentation view {name!r}, but its config "
+                          f"names only {', '.join(self) or 'none'}: add it to `views`")
 
 
 class Prefetcher:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .context import Prefetcher, RunContext, SplitData, _vname
+from .context import Prefetcher, RunContext, SplitData, ViewBatch, _vname
 from .data.augment import apply_view
 from .errors import DataError
 from .method import Method, OptimizerSpec, Phase, PerSample, Prediction
@@ -133,6 +133,18 @@ class Engine:
         return list(specs)
 
     # ---- evaluation ------------------------------------------------------
+    @property
+    def tta_flip(self) -> bool:
+        return bool(getattr(self.method.config, "tta_flip", False))
+
+    def evaluation_probs(self, model, data: SplitData, plain=None) -> np.ndarray:
+        """The probabilities a split is scored by: with `tta_flip`, the mean over each face and
+        its mirror image, so validation, per-epoch test and final test accuracy agree."""
+        probs = self.predict_split(model, data)[0] if plain is None else plain
+        if self.tta_flip:
+            probs = (probs + self.predict_split(model, data, view="flip")[0]) / 2
+        return probs
+
     @torch.no_grad()
     def predict_split(self, model, data: SplitData, view="none", batch_size=256):
         """Method predictions over a whole split: probs, uncertainty, members, extras (numpy).
@@ -276,13 +288,13 @@ class Engine:
                         s.scheduler.step()
                 last = epoch == sum(p.epochs for p in phases) - 1
                 if self.eval_every and ((epoch + 1) % self.eval_every == 0 or last):
-                    probs, *_ = self.predict_split(model, ctx._test)
+                    probs = self.evaluation_probs(model, ctx._test)
                     acc = float((probs.argmax(1) == self.test_labels).mean())
                     row["test_acc"] = acc
                     if oracle is None or acc > oracle["test_acc"]:
                         oracle = {"test_acc": acc, "epoch": epoch}
                     if ctx.val is not None and self.val_labels is not None:
-                        vp, *_ = self.predict_split(model, ctx.val)
+                        vp = self.evaluation_probs(model, ctx.val)
                         vacc = float((vp.argmax(1) == self.val_labels).mean())
                         row["val_acc"] = vacc
                         if self.select == "val" and vacc > best_val:
@@ -342,7 +354,7 @@ class Engine:
         def make(idx):
             raw = ctx.train.raw(idx)
             batch = {"index": idx.to(ctx.device),
-                     "views": {_vname(v): self._view(v, raw, data_gen) for v in views},
+                     "views": ViewBatch({_vname(v): self._view(v, raw, data_gen) for v in views}),
                      "label": ctx.train.labels[idx].to(ctx.device),
                      "extras": {k: t[idx].to(ctx.device) for k, t in ctx.train.extras.items()}}
             if companions is not None:
@@ -351,8 +363,8 @@ class Engine:
                 craw = ctx.train.raw(flat)
                 batch["companions"] = {
                     "index": comp.to(ctx.device),
-                    "views": {_vname(v): _unflatten(self._view(v, craw, data_gen), comp.shape)
-                              for v in views},
+                    "views": ViewBatch({_vname(v): _unflatten(self._view(v, craw, data_gen),
+                                                              comp.shape) for v in views}),
                     "label": ctx.train.labels[flat].reshape(comp.shape).to(ctx.device)}
             return batch
 
@@ -423,9 +435,8 @@ class Engine:
         ctx.epoch += 1
         ctx._model_version += 1
         probs, unc, members, extras = self.predict_split(model, ctx._test)
-        if getattr(method.config, "tta_flip", False):
-            fprobs, *_ = self.predict_split(model, ctx._test, view="flip")
-            probs = (probs + fprobs) / 2
+        if self.tta_flip:
+            probs = self.evaluation_probs(model, ctx._test, plain=probs)
             unc = 1 - probs.max(1)
         train_probs = ctx.train_predictions("none").cpu().numpy() if len(ctx.train) else None
         scores = method.noise_scores(model, ctx)

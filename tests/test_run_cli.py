@@ -238,6 +238,18 @@ def test_a_results_folder_that_cannot_be_written_is_refused(tmp_path):
              "results directory is not writable")
 
 
+def test_a_method_reading_a_view_its_config_does_not_name_is_refused(tmp_path, monkeypatch):
+    from ferbench.methods.baseline import Baseline
+
+    def reads_strong(self, model, batch, ctx):
+        return model(batch["views"]["strong"]).logsumexp(1).mean()
+
+    monkeypatch.setattr(Baseline, "training_step", reads_strong)
+    _refused(["run", "--method", "baseline", *TINY, "views=[weak]"], tmp_path / "out",
+             "the method reads the augmentation view 'strong', but its config names only weak: "
+             "add it to `views`")
+
+
 def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ferbench.cli", "run", "--protocol", "nosie30",
                            *TINY, "--out", str(tmp_path / "out")],

@@ -13,7 +13,7 @@ from ..nn import normalize
 
 @dataclass
 class BaselineConfig(MethodConfig):
-    tta_flip: bool = False  # average the predictions of each face and its mirror image
+    pass
 
 
 class Baseline(Method):
@@ -41,16 +41,13 @@ class Baseline(Method):
         return ctx.create_backbone()
 
     def training_step(self, model, batch, ctx):
-        logits = model(normalize(batch["views"]["weak"]))
+        # Its one view is whichever the config names (`views=[strong]`, `views=[none]`).
+        logits = model(normalize(next(iter(batch["views"].values()))))
         return F.cross_entropy(logits.float(), batch["label"],
                                label_smoothing=self.config.label_smoothing)
 
     def predict(self, model, images):
-        x = normalize(images)
-        probs = model(x).float().softmax(1)
-        if self.config.tta_flip:
-            probs = (probs + model(x.flip(-1)).float().softmax(1)) / 2
-        return Prediction(probs=probs)
+        return Prediction(probs=model(normalize(images)).float().softmax(1))
 
     def noise_scores(self, model, ctx):
         """The small-loss criterion: cross-entropy of each training sample under its given label."""
