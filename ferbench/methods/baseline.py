@@ -26,7 +26,7 @@ class Baseline(Method):
                   "batch_size": 64, "lr": 3e-3, "optimizer": "adamw", "scheduler": "onecycle"},
         # The fastest route to 84 % on FERPlus that ferbench knows: the FaceResNet family's
         # base size (ResNet-18's widths behind a narrow full-resolution stem, 0.30 G
-        # multiply-adds at 48 px) with the quick optimiser; ablations in the README.
+        # multiply-adds at 48 px) with the quick optimiser (README: Recipe ablation).
         "fast": {"backbone": "ferbench_resnet_base", "image_size": 48, "epochs": 10,
                  "batch_size": 64, "lr": 3e-3, "optimizer": "adamw", "scheduler": "onecycle"},
         # The usual FER baseline: ResNet-18 at 112 px; SGD with a one-cycle schedule, which
