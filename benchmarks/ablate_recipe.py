@@ -100,16 +100,10 @@ def main(argv=None):
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
-    if args.data_root:
-        root = Path(args.data_root)
-    else:
-        sys.path.insert(0, str(here))
-        from bench_time_to_accuracy import unpack
+    sys.path.insert(0, str(here))
+    from bench_time_to_accuracy import ferplus_root
 
-        archive = Path(args.ferplus)
-        if not archive.exists():
-            raise SystemExit(f"{archive}: FERPlus archive not found; pass --ferplus PATH")
-        root = unpack(archive)
+    root = ferplus_root(args.data_root, args.ferplus)
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = [(v, s) for v in variants for s in seeds]
     common = (str(root), args.preset)

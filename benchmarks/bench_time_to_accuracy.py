@@ -52,6 +52,15 @@ def unpack(archive: Path) -> Path:
     return dest / "ferplus"
 
 
+def ferplus_root(data_root: str | None, archive: str) -> Path:
+    """An unpacked FERPlus: `data_root` as given, else the archive unpacked to a temporary folder."""
+    if data_root:
+        return Path(data_root)
+    if not Path(archive).exists():
+        raise SystemExit(f"{archive}: FERPlus archive not found; pass --ferplus PATH")
+    return unpack(Path(archive))
+
+
 def one_run(root: Path, recipe: str, epochs: int, seed: int, device: str, out: Path,
             overrides: list[str] = ()) -> dict:
     from ferbench.runner import RunRequest, run
@@ -110,13 +119,7 @@ def main(argv=None):
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         raise SystemExit(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}")
-    if args.data_root:
-        root = Path(args.data_root)
-    else:
-        archive = Path(args.ferplus)
-        if not archive.exists():
-            raise SystemExit(f"{archive}: FERPlus archive not found; pass --ferplus PATH")
-        root = unpack(archive)
+    root = ferplus_root(args.data_root, args.ferplus)
     epochs = [int(e) for e in args.epochs.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     targets = [float(t) for t in args.targets.split(",")]

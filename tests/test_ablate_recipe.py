@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ablate_recipe.py"
+from conftest import benchmark_script
 
 
 def _ablation():
-    spec = importlib.util.spec_from_file_location("ablate_recipe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("ablate_recipe")
 
 
 def test_each_variant_changes_the_quick_recipe_in_one_place():

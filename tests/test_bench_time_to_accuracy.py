@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_time_to_accuracy.py"
+from conftest import benchmark_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_time_to_accuracy", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("bench_time_to_accuracy")
 
 
 def _runs(table):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import benchmark_script
 
 from ferbench.datasets import open_dataset
 from ferbench.datasets.synthfer import LANDMARKS, SynthFER, generate
@@ -156,11 +154,7 @@ def test_generation_speed(benchmark):
 
 
 def _bench_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_synthfer.py"
-    spec = importlib.util.spec_from_file_location("bench_synthfer", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("bench_synthfer")
 
 
 @pytest.mark.slow
