@@ -54,6 +54,30 @@ class RunRequest:
     leaderboard: bool = True
     show_progress: bool | None = None
 
+    def __post_init__(self):
+        # The dataset and the noisy labels are fixed before any method's config is composed,
+        # so `data.*=` and `protocol.noise_seed=` overrides must land here, where they are
+        # read, not only in the recorded config.
+        kept = []
+        for text in self.overrides:
+            key, sep, value = text.partition("=")
+            key, value = key.strip(), value.strip()
+            if not sep or not (key.startswith("data.") or key == "protocol.noise_seed"):
+                kept.append(text)
+            elif key.startswith("data.options.") and len(key) > len("data.options."):
+                self.data_options = {**self.data_options, key[len("data.options."):]: value}
+            elif key in ("data.name", "data.root", "data.layout"):
+                setattr(self, {"data.name": "dataset", "data.root": "data_root",
+                               "data.layout": "layout"}[key], value or None)
+            elif key == "protocol.noise_seed":
+                try:
+                    self.noise_seed = int(value)
+                except ValueError:
+                    raise ConfigError(f"override {text!r}: expected an integer") from None
+            else:
+                kept.append(text)  # left for the config to name as unknown
+        self.overrides = kept
+
 
 def _open(name, root, layout=None, options=None):
     return open_dataset(registry().get("datasets", name), root, layout, options)

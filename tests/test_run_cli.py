@@ -201,6 +201,23 @@ def test_a_preset_only_the_baseline_has_runs_it(tmp_path):
     assert rec["config"]["method"]["backbone"] == "ferbench_resnet_base"
 
 
+def test_dataset_options_and_the_noise_seed_given_as_overrides_shape_the_run(tmp_path):
+    """`data.options.n_train=48` works like `-o n_train=48`: the run trains on 48 faces."""
+    args = ["run", "--method", "baseline", "--protocol", "noise30", "--epochs", "1",
+            "--batch-size", "16", "--device", "cpu", "-o", "n_test=32", "-o", "n_train=64"]
+    res = _run([*args, "data.options.n_train=48", "protocol.noise_seed=3"], tmp_path / "a")
+    assert res.exit_code == 0, res.output
+    [rec] = [json.loads(p.read_text()) for p in _results(tmp_path / "a")]
+    assert rec["dataset"]["n_train"] == 48
+    assert rec["protocol"]["params"]["noise_seed"] == 3
+    same = _run([*args[:-1], "n_train=48", "--noise-seed", "3"], tmp_path / "b")
+    assert same.exit_code == 0, same.output
+    [flags] = [json.loads(p.read_text()) for p in _results(tmp_path / "b")]
+    # the same run either way: same config, same noisy labels, same result key
+    assert (flags["config"], flags["protocol"], flags["key"]) == \
+        (rec["config"], rec["protocol"], rec["key"])
+
+
 def test_a_noise_file_with_an_unknown_name_is_refused(tmp_path):
     noise = tmp_path / "mynoise.txt"
     noise.write_text("000000 happiness\nnot_a_sample.png sadness\n")
