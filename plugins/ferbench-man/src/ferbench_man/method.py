@@ -144,7 +144,7 @@ class MAN(Method):
                   "lr": 1e-3, "weight_decay": 1e-4, "warmup_frac": 0.1, "optimizer": "adam",
                   "scheduler": "exponential", "lr_gamma": 0.9},
         # Two networks, and after warm-up a division pass and a strong view as well: two MAN
-        # epochs after four of warm-up keep it a CPU minute or two (README: Presets).
+        # epochs after four of warm-up keep it to a few CPU minutes (README: Presets).
         "quick": {"backbone": "ferbench_resnet_tiny", "image_size": 48, "batch_size": 64,
                   "epochs": 6, "lr": 1e-3, "weight_decay": 1e-4, "warmup_frac": 0.67},
     }
