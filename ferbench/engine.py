@@ -14,7 +14,7 @@ import torch
 
 from .context import Prefetcher, RunContext, SplitData, ViewBatch, _vname
 from .data.augment import apply_view
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .method import Method, OptimizerSpec, Phase, PerSample, Prediction
 from .progress import console, progress_bar
 
@@ -106,6 +106,11 @@ class Engine:
         no_decay = [p for p in params if p.ndim <= 1]
         groups = [{"params": decay, "weight_decay": cfg.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
+        for key, allowed in (("optimizer", ("adamw", "sgd", "adam")),
+                             ("scheduler", ("onecycle", "cosine", "step", "none"))):
+            if getattr(cfg, key) not in allowed:
+                raise ConfigError(f"{key}={getattr(cfg, key)!r}: must be one of "
+                                  f"{', '.join(allowed)}")
         if cfg.optimizer == "sgd":
             opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
         elif cfg.optimizer == "adam":

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .errors import ConfigError
+
 
 @dataclass
 class MethodConfig:
@@ -36,6 +38,18 @@ class MethodConfig:
     label_smoothing: float = 0.0
     tta_flip: bool = False
     views: list = field(default_factory=lambda: ["weak"])
+
+    def __post_init__(self):
+        # `KEY=VALUE` overrides bypass the flags' range checks: refuse here, before any run.
+        for key, low, high in (("image_size", 8, None), ("epochs", 0, None), ("batch_size", 1, None),
+                               ("lr", 0.0, None), ("weight_decay", 0.0, None), ("momentum", 0.0, 1.0),
+                               ("warmup", 0.0, 1.0), ("label_smoothing", 0.0, 1.0)):
+            value = getattr(self, key)
+            if value < low or (high is not None and value > high):
+                bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+                raise ConfigError(f"{key}={value!r}: must be {bound}")
+        if not self.views:
+            raise ConfigError("views=[]: a method trains on at least one augmentation view")
 
 
 @dataclass

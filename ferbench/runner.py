@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import shutil
 import sys
@@ -143,9 +144,18 @@ def _flag_overrides(req: RunRequest, params: dict) -> dict:
     return f
 
 
+def _check_engine(engine) -> None:
+    for key in ("threads", "eval_every"):
+        if int(engine[key]) < 0:
+            raise ConfigError(f"engine.{key}={engine[key]}: must be >= 0")
+    if engine.select not in ("final", "val"):
+        raise ConfigError(f"engine.select={engine.select!r}: must be final or val")
+
+
 def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> Path:
     cfg = compose_run(name, cls, preset, _flag_overrides(req, params), req.overrides)
     mcfg = to_method_config(cls, cfg)
+    _check_engine(cfg.engine)
     device = resolve_device(cfg.engine.device)
     precision = resolve_precision(cfg.engine.precision, device)
     if cfg.engine.threads:
@@ -165,12 +175,21 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
                                                                                    "threads")}
     hashed["protocol"] = {k: v for k, v in resolved["protocol"].items()
                           if k in ("val_fraction", "dedup_test", "allow_label_extras")}
+    # Labels that do not follow from the protocol's name (a noise file, FER2013's labels) and
+    # a cross target's folder are part of what a run is: a new file or folder is a new run.
+    if pv.noise is not None and pv.noise.source != "generated":
+        hashed["protocol"]["labels"] = pv.noise.hash
+    if pv.params.get("target_root"):
+        hashed["protocol"]["target_root"] = str(pv.params["target_root"])
     key = RunKey(ds.name, pv.id + _suffix(pv), name, seed, config_hash(hashed))
     result_path = key.result_path(out)
     label = f"{tag} {name} · {key.protocol} · seed {seed} · {ds.name}"
     if result_path.exists() and not req.force:
-        console.print(f"{label}: stored result, skipped (--force reruns)", highlight=False)
-        return result_path
+        if _readable(result_path):
+            console.print(f"{label}: stored result, skipped (--force reruns)", highlight=False)
+            return result_path
+        console.print(f"{label}: the stored result is unreadable, running it again",
+                      highlight=False)
     console.print(f"{label} · {precision} on {device.type}", highlight=False)
     noise_file = _write_noise(out, ds.name, pv)
     t0 = time.time()
@@ -221,6 +240,13 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
                      if m.get("train_noise_auroc") is not None else "")
                   + f" · {record['wall_time_s']:.0f} s → {result_path}", highlight=False)
     return result_path
+
+
+def _readable(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text()), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def _suffix(pv: ProtocolView) -> str:

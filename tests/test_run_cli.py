@@ -181,6 +181,14 @@ def _refused(args, out, message):
     (["-o", "n_train"], "malformed option 'n_train'"),
     (["-o", "n_trian=5"], "unknown option of dataset synthfer 'n_trian'"),
     (["--seeds", "0,x"], "--seeds '0,x'"),
+    (["optimizer=SGD"], "optimizer='SGD': must be one of adamw, sgd, adam"),
+    (["scheduler=Cosine"], "scheduler='Cosine': must be one of onecycle, cosine, step, none"),
+    (["batch_size=0"], "batch_size=0: must be >= 1"),
+    (["lr=-1"], "lr=-1.0: must be >= 0.0"),
+    (["label_smoothing=2"], "label_smoothing=2.0: must be in [0.0, 1.0]"),
+    (["views=[]"], "views=[]: a method trains on at least one augmentation view"),
+    (["engine.select=best"], "engine.select='best': must be final or val"),
+    (["engine.threads=-2"], "engine.threads=-2: must be >= 0"),
 ])
 def test_bad_input_is_one_error_line_and_exit_status_2(tmp_path, args, message):
     _refused(["run", "--method", "baseline", *TINY, *args], tmp_path / "out", message)
@@ -216,6 +224,34 @@ def test_dataset_options_and_the_noise_seed_given_as_overrides_shape_the_run(tmp
     # the same run either way: same config, same noisy labels, same result key
     assert (flags["config"], flags["protocol"], flags["key"]) == \
         (rec["config"], rec["protocol"], rec["key"])
+
+
+def test_two_noise_files_of_one_name_are_two_runs(tmp_path):
+    """Same file name, other labels: the second is a run of its own, not the first's result."""
+    paths = []
+    for folder, label in (("a", "happiness"), ("b", "sadness")):
+        (tmp_path / folder).mkdir()
+        paths.append(tmp_path / folder / "mynoise.txt")
+        paths[-1].write_text("".join(f"{i:06d} {label}\n" for i in range(64)))
+    args = ["run", "--method", "baseline", *TINY, *[f"--protocol=noise_file={p}" for p in paths]]
+    res = _run(args, tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    assert "skipped" not in res.output
+    records = [json.loads(p.read_text()) for p in _results(tmp_path / "out")]
+    assert len(records) == 2
+    assert records[0]["key"]["config_hash"] != records[1]["key"]["config_hash"]
+
+
+def test_an_unreadable_stored_result_is_run_again(stored, tmp_path):
+    out = tmp_path / "results"
+    shutil.copytree(stored[0], out)
+    (path,) = _results(out)
+    path.write_text(path.read_text()[:300])
+    res = _run(NOISE30, out)
+    assert res.exit_code == 0, res.output
+    assert "the stored result is unreadable, running it again" in " ".join(res.output.split())
+    assert json.loads(path.read_text())["metrics"]["test_acc"] == \
+        json.loads(stored[1].read_text())["metrics"]["test_acc"]
 
 
 def test_a_noise_file_with_an_unknown_name_is_refused(tmp_path):
