@@ -199,6 +199,8 @@ def run_cmd(methods, dataset, data_root, layout, label_order, options, protocols
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         raise ConfigError(f"--seeds {seeds!r}: expected integers such as 0,1,2") from None
+    if not seed_list or len(set(seed_list)) != len(seed_list):
+        raise ConfigError(f"--seeds {seeds!r}: expected distinct integers such as 0,1,2")
     flags = {"epochs": epochs, "batch_size": batch_size, "image_size": image_size,
              "backbone": backbone, "weights": weights, "device": device,
              "precision": precision}

@@ -14,7 +14,8 @@ from pathlib import Path
 
 
 from . import noise_report, plots
-from .results import read_results, write_bytes
+from .errors import DataError
+from .results import check_writable, read_results, write_bytes
 from .tables import PCT, PCT_ANY, PCT_LOW, SIZE, TEXT, Cell, Spec, Table, escape  # noqa: F401
 
 GROUPING = (
@@ -326,8 +327,10 @@ def build_leaderboard(results_dir, out_dir=None, *, with_plots: bool = True) -> 
     Cells hold raw values (fractions), so the arithmetic can be checked.
     """
     results_dir = Path(results_dir)
-    out = Path(out_dir) if out_dir is not None else results_dir
-    out.mkdir(parents=True, exist_ok=True)
+    if not results_dir.is_dir():
+        raise DataError(results_dir, "results folder does not exist" if not results_dir.exists()
+                        else "not a folder of results")
+    out = check_writable(out_dir if out_dir is not None else results_dir)
     records, skipped = _load(results_dir)
     by_dataset = defaultdict(list)
     for r in records:

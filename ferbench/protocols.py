@@ -286,7 +286,11 @@ def read_noise_file(path: Path, ds: Dataset, view: ProtocolView) -> np.ndarray:
     adapter_native = _native_labels(ds)
     noisy = view.clean_train_labels.copy()
     seen: dict[int, int] = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not a UTF-8 text file (byte {e.start})") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue

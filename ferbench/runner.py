@@ -191,7 +191,6 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
         console.print(f"{label}: the stored result is unreadable, running it again",
                       highlight=False)
     console.print(f"{label} · {precision} on {device.type}", highlight=False)
-    noise_file = _write_noise(out, ds.name, pv)
     t0 = time.time()
     # A weights.pt that ferbench wrote (it carries its run key) restores the whole model;
     # any other checkpoint goes into each backbone the method builds.
@@ -199,6 +198,7 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
     whole_model = source_run is not None
     ctx, weights_info = _context(pv, mcfg, mode, device, precision, req.show_progress,
                                  whole_model)
+    noise_file = _write_noise(out, ds.name, pv)  # after the images decoded: nothing half-written
     stem = key.stem(out)
     run_dir = stem.parent / f"{stem.name}.run"
     if (run_dir / "checkpoint.pt").exists():

@@ -348,3 +348,18 @@ def test_leaderboard_shows_each_noisy_protocols_rate_and_confusions(tmp_path):
     # the section follows noise detection and precedes the per-class tables
     assert text.index("Noise detection and memorisation") < text.index("Training labels under") \
         < text.index("Per-class test accuracy")
+
+
+@pytest.mark.parametrize("make", ["missing", "file"])
+def test_a_leaderboard_of_a_folder_that_is_not_there_is_refused(tmp_path, make):
+    from click.testing import CliRunner
+
+    from ferbench.cli import cli
+
+    target = tmp_path / "results"
+    if make == "file":
+        target.write_text("not a folder\n")
+    res = CliRunner().invoke(cli, ["leaderboard", str(target)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert res.stderr.strip().startswith(f"ferbench: error: {target}:")
+    assert (target.exists(), target.is_file()) == (make == "file", make == "file")

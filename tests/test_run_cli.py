@@ -181,6 +181,8 @@ def _refused(args, out, message):
     (["-o", "n_train"], "malformed option 'n_train'"),
     (["-o", "n_trian=5"], "unknown option of dataset synthfer 'n_trian'"),
     (["--seeds", "0,x"], "--seeds '0,x'"),
+    (["--seeds", ""], "--seeds '': expected distinct integers"),
+    (["--seeds", "0,0"], "--seeds '0,0': expected distinct integers"),
     (["optimizer=SGD"], "optimizer='SGD': must be one of adamw, sgd, adam"),
     (["scheduler=Cosine"], "scheduler='Cosine': must be one of onecycle, cosine, step, none"),
     (["batch_size=0"], "batch_size=0: must be >= 1"),
@@ -261,6 +263,14 @@ def test_a_noise_file_with_an_unknown_name_is_refused(tmp_path):
                      f"noise_file={noise}"], tmp_path / "out",
                     "unknown image name not_a_sample.png")
     assert f"{noise}:2:" in line
+
+
+def test_a_noise_file_that_is_not_text_is_refused(tmp_path):
+    noise = tmp_path / "mynoise.txt"
+    noise.write_bytes(b"\xff\xfe\x00bad\n")
+    line = _refused(["run", "--method", "baseline", *TINY, "--protocol",
+                     f"noise_file={noise}"], tmp_path / "out", "not a UTF-8 text file")
+    assert str(noise) in line
 
 
 def _weights(tmp_path, kind):
