@@ -243,8 +243,11 @@ class Engine:
             try:
                 load_trainable_state(model, state, ctx.frozen_modules)
             except RuntimeError as e:
+                # torch's first line only names the class ("Error(s) in loading ..."):
+                # the next line names the first mismatching key.
+                why = " ".join(line.strip() for line in str(e).splitlines()[:2])
                 raise DataError(path, f"does not fit method {type(method).__name__}: "
-                                      f"{str(e).splitlines()[0][:160]}") from None
+                                      f"{why[:240]}") from None
         ctx._predict_fn = lambda data, view: torch.from_numpy(
             self.predict_split(model, data, view)[0])
         if self.channels_last:

@@ -78,6 +78,10 @@ class RunRequest:
             else:
                 kept.append(text)  # left for the config to name as unknown
         self.overrides = kept
+        # One folder, one run: `data` and `/abs/path/data` must not hash differently.
+        for name in ("data_root", "target_root", "fer2013_root"):
+            if getattr(self, name):
+                setattr(self, name, str(Path(getattr(self, name)).expanduser().resolve()))
 
 
 def _open(name, root, layout=None, options=None):

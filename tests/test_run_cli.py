@@ -322,3 +322,15 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
         "ferbench: error: unknown protocol 'nosie30'; did you mean 'noise30'? (choices: clean, "
         "cross, noise, noise10, noise20, noise30, noise_file, realnoise)"]
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_a_data_folder_is_one_run_however_it_is_spelled(tmp_path, monkeypatch):
+    """`--data-root data` and `--data-root /abs/data` hash (and skip) as one run."""
+    from ferbench.runner import RunRequest
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    spellings = ["data", "./data/", str(tmp_path / "data"), f"{tmp_path}/x/../data"]
+    roots = {RunRequest(dataset="imagefolder", data_root=s, target_root=s).data_root
+             for s in spellings}
+    assert roots == {str((tmp_path / "data").resolve())}
