@@ -189,6 +189,8 @@ def _refused(args, out, message):
     (["lr=-1"], "lr=-1.0: must be >= 0.0"),
     (["label_smoothing=2"], "label_smoothing=2.0: must be in [0.0, 1.0]"),
     (["views=[]"], "views=[]: a method trains on at least one augmentation view"),
+    (["views=[[weak,{pad:abc}]]"], "augmentation view weak: pad='abc' must be a number"),
+    (["views=[[weak,{padd:0.1}]]"], "parameter of augmentation view weak 'padd'; did you mean 'pad'?"),
     (["engine.select=best"], "engine.select='best': must be final or val"),
     (["engine.threads=-2"], "engine.threads=-2: must be >= 0"),
 ])

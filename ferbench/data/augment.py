@@ -34,10 +34,22 @@ def resolve_view(spec) -> tuple[str, dict]:
     """A view given as a name or (name, params) → (name, full params), for the config hash."""
     from ..errors import unknown_name
 
+    from ..errors import ConfigError
+
     name, params = (spec, {}) if isinstance(spec, str) else (spec[0], dict(spec[1]))
     if name not in VIEWS:
         raise unknown_name("augmentation view", name, VIEWS)
-    return name, {**DEFAULT_PARAMS[name], **params}
+    defaults = DEFAULT_PARAMS[name]
+    for key, value in params.items():
+        if key not in defaults:
+            raise unknown_name(f"parameter of augmentation view {name}", key, defaults)
+        # bool before number: a flag is not a number, a number is not a flag
+        kind = bool if isinstance(defaults[key], bool) else \
+            (int, float) if isinstance(defaults[key], (int, float)) else object
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise ConfigError(f"augmentation view {name}: {key}={value!r} must be "
+                              f"{'true or false' if kind is bool else 'a number'}")
+    return name, {**defaults, **params}
 
 
 def apply_view(spec, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
