@@ -195,6 +195,7 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
         console.print(f"{label}: the stored result is unreadable, running it again",
                       highlight=False)
     console.print(f"{label} · {precision} on {device.type}", highlight=False)
+    check_writable(key.folder(out))  # a file in the way fails now, not after training
     t0 = time.time()
     # A weights.pt that ferbench wrote (it carries its run key) restores the whole model;
     # any other checkpoint goes into each backbone the method builds.

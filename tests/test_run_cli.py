@@ -303,6 +303,15 @@ def test_a_results_folder_that_cannot_be_written_is_refused(tmp_path):
              "results directory is not writable")
 
 
+def test_a_file_in_the_way_of_a_run_folder_is_refused_before_training(tmp_path):
+    out = tmp_path / "results"
+    (out / "synthfer").mkdir(parents=True)
+    (out / "synthfer" / "clean").write_text("in the way\n")
+    line = _refused(["run", "--method", "baseline", *TINY], out,
+                    "results directory is not writable")
+    assert "synthfer/clean/baseline" in line
+
+
 def test_a_method_reading_a_view_its_config_does_not_name_is_refused(tmp_path, monkeypatch):
     from ferbench.methods.baseline import Baseline
 
