@@ -360,6 +360,10 @@ class Cross(Protocol):
         if open_target is None:
             raise ConfigError("protocol cross needs a way to open the target dataset")
         target = open_target(target_name, params.get("target_root"))
+        if target.name == ds.name and target.root is not None and ds.root is not None and \
+                Path(target.root).resolve() == Path(ds.root).resolve():
+            raise ConfigError(f"protocol cross: the target is the training dataset itself "
+                              f"({ds.name} at {ds.root}); its own test split is `clean`")
         shared = shared_classes(ds.classes, target.classes)
         if not shared:
             raise ConfigError(f"{ds.name} and {target_name} share no class")

@@ -366,6 +366,19 @@ def test_cross_refuses_fer2013_with_ferplus_either_way(a, b):
         Cross().apply(ds, {"target": b}, open_target=never)
 
 
+def test_cross_onto_the_training_dataset_itself_is_refused_but_another_folder_is_not(tmp_path):
+    src = _imagefolder(tmp_path / "src", ["happiness", "sadness"])
+    other = _imagefolder(tmp_path / "other", ["happiness", "sadness"], seed=50)
+    ds = open_dataset(registry().get("datasets", "imagefolder"), src)
+    opener = _open_target({"src": src, "same": tmp_path / "src" / ".." / "src", "other": other})
+    for root in ("src", "same"):
+        with pytest.raises(ConfigError, match="the target is the training dataset itself"):
+            Cross().apply(ds, {"target": "imagefolder", "target_root": root}, open_target=opener)
+    view = Cross().apply(ds, {"target": "imagefolder", "target_root": "other"},
+                         open_target=opener)
+    assert len(view.test) == 2
+
+
 def test_cross_without_a_target_or_a_shared_class_is_a_config_error(tmp_path):
     src = _imagefolder(tmp_path / "src", ["happiness", "sadness"])
     other = tmp_path / "other"
