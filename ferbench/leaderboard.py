@@ -14,7 +14,6 @@ from pathlib import Path
 
 
 from . import noise_report, plots
-from .errors import DataError
 from .results import check_writable, read_results, write_bytes
 from .tables import PCT, PCT_ANY, PCT_LOW, SIZE, TEXT, Cell, Spec, Table, escape  # noqa: F401
 
@@ -327,11 +326,8 @@ def build_leaderboard(results_dir, out_dir=None, *, with_plots: bool = True) -> 
     Cells hold raw values (fractions), so the arithmetic can be checked.
     """
     results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise DataError(results_dir, "results folder does not exist" if not results_dir.exists()
-                        else "not a folder of results")
+    records, skipped = _load(results_dir)  # refuses a missing folder before anything is written
     out = check_writable(out_dir if out_dir is not None else results_dir)
-    records, skipped = _load(results_dir)
     by_dataset = defaultdict(list)
     for r in records:
         by_dataset[r["key"]["dataset"]].append(r)

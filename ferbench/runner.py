@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import sys
@@ -21,12 +20,12 @@ from .datasets.audit import audit, leaked_test_indices
 from .datasets.base import open_dataset
 from .device import describe, resolve_channels_last, resolve_device, resolve_precision
 from .engine import Engine, trainable_state
-from .errors import ConfigError, unknown_name
+from .errors import ConfigError, FerbenchError, unknown_name
 from .plugins import registry
 from .progress import console
 from .protocols import ProtocolView, finish_view, parse_protocol
-from .results import (SCHEMA_VERSION, RunKey, check_writable, config_hash, write_bytes,
-                      write_json, write_npz)
+from .results import (SCHEMA_VERSION, RunKey, check_writable, config_hash, read_result,
+                      write_bytes, write_json, write_npz)
 from .scoring import score_run
 from .weights import load_into, read_state_dict
 
@@ -249,9 +248,10 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
 
 def _readable(path: Path) -> bool:
     try:
-        return isinstance(json.loads(path.read_text()), dict)
-    except (OSError, ValueError):
+        read_result(path)
+    except FerbenchError:
         return False
+    return True
 
 
 def _suffix(pv: ProtocolView) -> str:

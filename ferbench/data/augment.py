@@ -32,9 +32,7 @@ def register_view(name: str, **defaults):
 
 def resolve_view(spec) -> tuple[str, dict]:
     """A view given as a name or (name, params) → (name, full params), for the config hash."""
-    from ..errors import unknown_name
-
-    from ..errors import ConfigError
+    from ..errors import ConfigError, unknown_name
 
     name, params = (spec, {}) if isinstance(spec, str) else (spec[0], dict(spec[1]))
     if name not in VIEWS:
