@@ -76,13 +76,23 @@ def data():
     """Inspect datasets."""
 
 
-def _parse_options(pairs) -> dict:
+def _parse_options(pairs, dataset: str, label_order: str | None) -> dict:
     out = {}
     for pair in pairs:
         if "=" not in pair:
             raise ConfigError(f"malformed option {pair!r}: expected KEY=VALUE")
         k, v = pair.split("=", 1)
         out[k.strip()] = v.strip()
+    if label_order is not None:
+        from .plugins import registry
+
+        reg = registry()
+        if "label_order" not in reg.get("datasets", dataset).options:
+            having = sorted(n for n, p in reg.datasets.items()
+                            if "label_order" in (getattr(p.obj, "options", None) or {}))
+            raise ConfigError(f"--label-order: dataset {dataset} has no numbered class folders "
+                              f"(the option is for {', '.join(having) or 'no installed dataset'})")
+        out["label_order"] = label_order
     return out
 
 
@@ -104,9 +114,7 @@ def data_check(dataset, data_root, layout, label_order, options, report, image_s
     """Layout, counts per split and class, extras, and problems of DATASET."""
     from .datacheck import check_dataset, write_report
 
-    opts = _parse_options(options)
-    if label_order is not None:
-        opts["label_order"] = label_order
+    opts = _parse_options(options, dataset, label_order)
     info = check_dataset(dataset, data_root, layout, opts, not no_audit, image_size,
                          fer2013_root=fer2013_root)
     click.echo(f"{info['dataset']}: layout {info['layout']}"
@@ -192,9 +200,7 @@ def run_cmd(methods, dataset, data_root, layout, label_order, options, protocols
     """
     from .runner import RunRequest, run
 
-    opts = _parse_options(options)
-    if label_order is not None:
-        opts["label_order"] = label_order
+    opts = _parse_options(options, dataset, label_order)
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:

@@ -48,6 +48,7 @@ def check_dataset(name: str, root, layout=None, options=None, do_audit=True,
     }
     if fer2013_root is not None:
         match = fer2013_labels(ds, fer2013_root, show_progress=show_progress)
+        match.require_same_faces()
         out["fer2013_match"] = match.report(train.labels, ds.classes)
     if do_audit:
         report = audit(ds, image_size, show_progress=show_progress)

@@ -231,8 +231,6 @@ class RealNoise(Protocol):
 
     family = "realnoise"
     reads = ("fer2013_root",)
-    # Below this share of matched faces the two copies are not the same data.
-    MIN_MATCHED = 0.5
 
     def apply(self, ds, params, open_target=None):
         from .datasets.fer2013_match import STATUS, fer2013_labels
@@ -242,11 +240,8 @@ class RealNoise(Protocol):
                               f"original labels; it runs on --dataset ferplus, not {ds.name}")
         view = self._base_view(ds, params)
         match = fer2013_labels(ds, params.get("fer2013_root"))
+        match.require_same_faces()
         report = match.report(np.asarray(view.train.labels), view.classes)
-        if report["matched"] < self.MIN_MATCHED * len(view.train):
-            raise DataError(match.source, f"only {report['matched']:,} of "
-                                          f"{len(view.train):,} FERPlus training faces match "
-                                          f"a FER2013 Training image: not the same faces")
         keep = np.flatnonzero(match.matched)
         train = view.train.subset(keep)
         clean = view.clean_train_labels[keep]

@@ -98,9 +98,32 @@ def plan_runs(req: RunRequest):
     for m, cls in classes.items():
         if preset not in (getattr(cls, "presets", None) or {}):
             raise unknown_name(f"preset of method {m}", preset, cls.presets)
+    read = {name for family, _ in parsed
+            for name in getattr(reg.get("protocols", family), "reads", ())}
+    for name in ("target", "target_root", "fer2013_root"):
+        if getattr(req, name) and name not in read:
+            readers = sorted(f for f, p in reg.protocols.items()
+                             if name in getattr(p.obj, "reads", ()))
+            raise ConfigError(f"--{name.replace('_', '-')} is read only by protocol "
+                              f"{' or '.join(readers)}; add --protocol {readers[0]}")
     if req.flags.get("weights"):
         read_state_dict(req.flags["weights"])  # a missing or broken file fails before any run
     ds = _open(req.dataset, req.data_root, req.layout, req.data_options)
+    # Every method's config is composed once now, so a bad override or setting fails before
+    # the first run trains, not after it.
+    for name, cls in classes.items():
+        try:
+            cfg = compose_run(name, cls, preset, _flag_overrides(req, {}, ds), req.overrides)
+        except ConfigError as e:
+            if len(classes) == 1:
+                raise
+            raise ConfigError(f"method {name}: {e} (a setting that only some methods have "
+                              f"needs a run of its own)") from None
+        mcfg = to_method_config(cls, cfg)
+        _check_engine(cfg.engine)
+        if int(mcfg.epochs) == 0 and not mcfg.weights:
+            raise ConfigError(f"method {name}: epochs=0 trains nothing, so it evaluates the "
+                              f"model it starts from; give that model with --weights FILE")
     return ds, parsed, classes, preset
 
 
@@ -135,15 +158,17 @@ def run(req: RunRequest) -> list[Path]:
     return written
 
 
-def _flag_overrides(req: RunRequest, params: dict) -> dict:
+def _flag_overrides(req: RunRequest, params: dict, ds) -> dict:
     f = {f"method.{k}": v for k, v in req.flags.items()
          if k in ("epochs", "batch_size", "image_size", "backbone", "weights", "lr")}
     f.update({f"engine.{k}": v for k, v in req.flags.items()
               if k in ("device", "precision", "threads")})
     f.update({"data.name": req.dataset, "data.root": req.data_root, "data.layout": req.layout,
               "protocol.noise_seed": params.get("noise_seed", 0)})
-    for k, v in req.data_options.items():
-        f[f"data.options.{k}"] = v
+    # The dataset's converted values, so that n_train=064 and n_train=64 are one run.
+    for k in req.data_options:
+        k = k.replace("-", "_")
+        f[f"data.options.{k}"] = ds.options[k]
     return f
 
 
@@ -156,7 +181,7 @@ def _check_engine(engine) -> None:
 
 
 def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> Path:
-    cfg = compose_run(name, cls, preset, _flag_overrides(req, params), req.overrides)
+    cfg = compose_run(name, cls, preset, _flag_overrides(req, params, ds), req.overrides)
     mcfg = to_method_config(cls, cfg)
     _check_engine(cfg.engine)
     device = resolve_device(cfg.engine.device)

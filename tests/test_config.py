@@ -10,7 +10,7 @@ from ferbench.config import as_dict, compose_run, to_method_config
 from ferbench.errors import ConfigError
 from ferbench.method import Method, MethodConfig
 from ferbench.methods.baseline import Baseline
-from ferbench.runner import RunRequest, _flag_overrides
+from ferbench.runner import RunRequest, _flag_overrides, _open
 
 
 def _compose(flags=None, overrides=(), preset="quick", cls=Baseline, name="baseline"):
@@ -33,11 +33,12 @@ def test_a_preset_sets_the_method_config():
 def test_flags_override_the_preset_and_overrides_override_flags():
     req = RunRequest(flags={"epochs": 2, "batch_size": 16, "lr": 0.5, "device": "cpu"},
                      data_options={"n_train": "64"})
-    flags = _flag_overrides(req, {"noise_seed": 3})
+    flags = _flag_overrides(req, {"noise_seed": 3}, _open("synthfer", None, None, {"n_train": "064"}))
     cfg = _compose(flags)
     assert (cfg.method.epochs, cfg.method.batch_size, cfg.method.lr) == (2, 16, 0.5)
     assert cfg.engine.device == "cpu" and cfg.protocol.noise_seed == 3
-    assert cfg.data.name == "synthfer" and cfg.data.options.n_train == "64"
+    # the dataset's converted value: n_train=064 and n_train=64 are one run
+    assert cfg.data.name == "synthfer" and cfg.data.options.n_train == 64
     cfg = _compose(flags, ["epochs=3", "method.batch_size=8"])
     assert (cfg.method.epochs, cfg.method.batch_size, cfg.method.lr) == (3, 8, 0.5)
 

@@ -446,6 +446,19 @@ def test_realnoise_on_a_different_fer2013_is_not_the_same_faces(universe, tmp_pa
     assert str(other.export) in str(err.value)
 
 
+def test_data_check_against_a_different_fer2013_says_not_the_same_faces(universe, tmp_path):
+    other = build_universe(tmp_path / "other", seed=1)
+    report = tmp_path / "r.json"
+    result = ferbench("data", "check", "ferplus", "--data-root", universe.ferplus,
+                      "--fer2013-root", other.export, "--no-audit", "--report", report)
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"ferbench: error: {other.export}") and \
+        line.endswith("only 0 of 12 FERPlus training faces match a FER2013 Training image: "
+                      "not the same faces")
+    assert not report.exists()
+
+
 def test_realnoise_on_another_dataset_is_a_config_error(universe, tmp_path):
     fer = open_dataset(FER2013(), universe.export)
     with pytest.raises(ConfigError, match="runs on --dataset ferplus, not fer2013"):

@@ -193,6 +193,13 @@ def _refused(args, out, message):
     (["views=[[weak,{padd:0.1}]]"], "parameter of augmentation view weak 'padd'; did you mean 'pad'?"),
     (["engine.select=best"], "engine.select='best': must be final or val"),
     (["engine.threads=-2"], "engine.threads=-2: must be >= 0"),
+    (["views=[[weak,{erase:2}]]"], "augmentation view weak: erase=2 must be in [0.0, 1.0]"),
+    (["views=[[strong,{ops:2.5}]]"], "augmentation view strong: ops=2.5 must be a whole number"),
+    (["--epochs", "0"], "epochs=0 trains nothing, so it evaluates the model it starts from"),
+    (["--target", "synthfer"], "--target is read only by protocol cross; add --protocol cross"),
+    (["--fer2013-root", "x"], "--fer2013-root is read only by protocol realnoise"),
+    (["--label-order", "raf"], "--label-order: dataset synthfer has no numbered class folders "
+                               "(the option is for rafdb)"),
 ])
 def test_bad_input_is_one_error_line_and_exit_status_2(tmp_path, args, message):
     _refused(["run", "--method", "baseline", *TINY, *args], tmp_path / "out", message)
@@ -333,6 +340,14 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
         "ferbench: error: unknown protocol 'nosie30'; did you mean 'noise30'? (choices: clean, "
         "cross, noise, noise10, noise20, noise30, noise_file, realnoise)"]
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_a_dataset_option_is_one_run_however_its_number_is_spelled(tmp_path):
+    args = ["run", "--method", "baseline", *TINY]
+    assert _run([*args, "-o", "n_train=064"], tmp_path).exit_code == 0
+    again = _run([*args, "-o", "n_train=64"], tmp_path)
+    assert again.exit_code == 0 and "stored result, skipped" in again.output
+    assert len(_results(tmp_path)) == 1
 
 
 def test_a_data_folder_is_one_run_however_it_is_spelled(tmp_path, monkeypatch):

@@ -18,14 +18,16 @@ import torch.nn.functional as F
 ViewFn = Callable[..., torch.Tensor]
 VIEWS: dict[str, ViewFn] = {}
 DEFAULT_PARAMS: dict[str, dict] = {}
+PARAM_RANGES: dict[str, dict[str, tuple]] = {}
 
 
-def register_view(name: str, **defaults):
-    """Decorator: add a view under `name` with its default parameters (plugins may add views)."""
+def register_view(name: str, ranges: dict[str, tuple] | None = None, **defaults):
+    """Decorator: add a view under `name` with its default parameters (plugins may add views);
+    `ranges` maps a parameter to the (low, high) values it accepts, both included."""
     def wrap(fn: ViewFn) -> ViewFn:
         if name in VIEWS:
             raise ValueError(f"view {name!r} is already registered")
-        VIEWS[name], DEFAULT_PARAMS[name] = fn, defaults
+        VIEWS[name], DEFAULT_PARAMS[name], PARAM_RANGES[name] = fn, defaults, ranges or {}
         return fn
     return wrap
 
@@ -47,6 +49,13 @@ def resolve_view(spec) -> tuple[str, dict]:
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
             raise ConfigError(f"augmentation view {name}: {key}={value!r} must be "
                               f"{'true or false' if kind is bool else 'a number'}")
+        if isinstance(defaults[key], int) and not isinstance(defaults[key], bool) \
+                and not float(value).is_integer():
+            raise ConfigError(f"augmentation view {name}: {key}={value!r} must be a whole number")
+        lo, hi = PARAM_RANGES[name].get(key, (None, None))
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(f"augmentation view {name}: {key}={value!r} must be in "
+                              f"[{lo}, {hi}]")
     return name, {**defaults, **params}
 
 
@@ -151,7 +160,11 @@ def view_none(images, gen):
     return to_float(images)
 
 
-@register_view("weak", pad=0.125, flip=True, erase=0.0)
+# A pad over half the size would reflect twice; erase is a probability.
+_PAD, _P = (0.0, 0.5), (0.0, 1.0)
+
+
+@register_view("weak", ranges={"pad": _PAD, "erase": _P}, pad=0.125, flip=True, erase=0.0)
 def view_weak(images, gen, pad, flip, **kw):
     x = to_float(crop_flip(images, gen, pad, flip))
     return random_erase(x, gen, kw["erase"]) if kw["erase"] > 0 else x
@@ -163,8 +176,11 @@ def view_flip(images, gen):
     return to_float(images.flip(2))
 
 
-@register_view("strong", pad=0.125, degrees=15.0, scale=0.1, shear=8.0, brightness=0.4,
-               contrast=0.4, ops=2, erase=0.5)
+@register_view("strong", ranges={"pad": _PAD, "erase": _P, "degrees": (0.0, 180.0),
+                                 "scale": (0.0, 0.9), "shear": (0.0, 60.0),
+                                 "brightness": _P, "contrast": _P, "ops": (0, 6)},
+               pad=0.125, degrees=15.0, scale=0.1, shear=8.0, brightness=0.4, contrast=0.4,
+               ops=2, erase=0.5)
 def view_strong(images, gen, pad, degrees, scale, shear, brightness, contrast, ops, **kw):
     """RandAugment-like: crop+flip, then `ops` of {affine, jitter, autocontrast, posterize,
     solarize, sharpen-blur} chosen per sample, then random erasing."""
@@ -179,7 +195,7 @@ def view_strong(images, gen, pad, degrees, scale, shear, brightness, contrast, o
         lambda t: _blur(t),
     ]
     scores = torch.rand(b, len(candidates), generator=gen, device=dev)
-    picked = scores.argsort(dim=1)[:, :ops]
+    picked = scores.argsort(dim=1)[:, :int(ops)]
     for k, op in enumerate(candidates):
         chosen = torch.nonzero((picked == k).any(dim=1)).flatten()
         if len(chosen):

@@ -16,6 +16,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,9 @@ _WORKER_SOURCE = None
 def _init_worker(source):
     global _WORKER_SOURCE
     _WORKER_SOURCE = source
+    # Ctrl-C reaches the whole process group: the parent stops the pool and reports it once;
+    # a worker printing its own traceback would only bury that line.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch  # noqa: F401  (keeps BLAS/OpenMP threads from multiplying in workers)
 
     torch.set_num_threads(1)

@@ -46,9 +46,19 @@ class Fer2013Labels:
     status: np.ndarray       # int8, index into STATUS
     reasons: dict            # counts behind the ambiguous and unmatched faces
 
+    # Below this share of matched faces the two copies are not the same data.
+    MIN_MATCHED = 0.5
+
     @property
     def matched(self) -> np.ndarray:
         return self.status == MATCHED
+
+    def require_same_faces(self) -> None:
+        """Raise where too few faces match for the two copies to be the same data."""
+        n, found = len(self.status), int(self.matched.sum())
+        if found < self.MIN_MATCHED * n:
+            raise DataError(self.source, f"only {found:,} of {n:,} FERPlus training faces "
+                                         f"match a FER2013 Training image: not the same faces")
 
     def report(self, reference: np.ndarray, classes=CLASSES) -> dict:
         """Match counts and how often FER2013's label differs from the reference, per class.

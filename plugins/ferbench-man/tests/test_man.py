@@ -233,3 +233,18 @@ def test_man_meets_the_contract(tmp_path):
 
     report = check_method("man", workdir=tmp_path)
     assert report["loss_last"] < report["loss_first"]
+
+
+def test_a_setting_only_man_has_stops_a_two_method_run_before_either_trains(tmp_path):
+    from click.testing import CliRunner
+
+    from ferbench.cli import cli
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["run", "--method", "man", "--method", "baseline",
+                                   "-o", "n_train=64", "-o", "n_test=32", "--epochs", "1",
+                                   "--device", "cpu", "warmup_frac=0.5", "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith("ferbench: error: method baseline: unknown config key "
+                                 "'warmup_frac'")
+    assert "Traceback" not in res.output and not list(out.rglob("seed*.json"))
