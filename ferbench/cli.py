@@ -112,9 +112,11 @@ def _parse_options(pairs, dataset: str, label_order: str | None) -> dict:
 def data_check(dataset, data_root, layout, label_order, options, report, image_size, no_audit,
                fer2013_root):
     """Layout, counts per split and class, extras, and problems of DATASET."""
-    from .datacheck import check_dataset, write_report
+    from .datacheck import check_dataset, check_report_path, write_report
 
     opts = _parse_options(options, dataset, label_order)
+    if report:
+        check_report_path(report)
     info = check_dataset(dataset, data_root, layout, opts, not no_audit, image_size,
                          fer2013_root=fer2013_root)
     click.echo(f"{info['dataset']}: layout {info['layout']}"
@@ -205,8 +207,8 @@ def run_cmd(methods, dataset, data_root, layout, label_order, options, protocols
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         raise ConfigError(f"--seeds {seeds!r}: expected integers such as 0,1,2") from None
-    if not seed_list or len(set(seed_list)) != len(seed_list):
-        raise ConfigError(f"--seeds {seeds!r}: expected distinct integers such as 0,1,2")
+    if not seed_list or len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
+        raise ConfigError(f"--seeds {seeds!r}: expected distinct integers >= 0 such as 0,1,2")
     flags = {"epochs": epochs, "batch_size": batch_size, "image_size": image_size,
              "backbone": backbone, "weights": weights, "device": device,
              "precision": precision}
@@ -230,6 +232,8 @@ def leaderboard_cmd(results_dir, out):
 
     board = build_leaderboard(results_dir, out)
     click.echo(f"leaderboard written to {board['markdown']} ({len(board['plots'])} plots)")
+    for path, why in board["skipped"]:
+        click.echo(f"ferbench: warning: {path}: skipped, {why}", err=True)
 
 
 def main(argv=None):

@@ -59,11 +59,19 @@ def check_dataset(name: str, root, layout=None, options=None, do_audit=True,
     return out
 
 
-def write_report(report: dict, path: str | Path) -> None:
-    """Write the report as JSON, atomically (a failed write leaves nothing behind)."""
+def check_report_path(path: str | Path) -> Path:
+    """Refuse a report path whose folder is missing before the check's long work starts."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, "is a folder; --report takes a file name")
     if not path.parent.is_dir():
         raise DataError(path.parent, "report folder does not exist")
+    return path
+
+
+def write_report(report: dict, path: str | Path) -> None:
+    """Write the report as JSON, atomically (a failed write leaves nothing behind)."""
+    path = check_report_path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:

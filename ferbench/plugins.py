@@ -12,7 +12,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import unknown_name
+from .errors import ConfigError, unknown_name
 
 ENTRY_POINT_GROUP = "ferbench"
 DEFAULT_PLUGINS = (
@@ -52,11 +52,18 @@ class Registry:
     datasets: dict[str, Provided] = field(default_factory=dict)
     protocols: dict[str, Provided] = field(default_factory=dict)
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    # (kind, name) → the plugins that all claim it: which one a run would get is the
+    # accident of load order, so none is used.
+    contested: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     def get(self, kind: str, name: str):
         table = getattr(self, kind)
         if name not in table:
             raise unknown_name(kind.rstrip("s"), name, table)
+        claimants = self.contested.get((kind, name))
+        if claimants:
+            raise ConfigError(f"{kind[:-1]} {name!r} is registered by more than one plugin "
+                              f"({', '.join(claimants)}): uninstall all but one")
         return table[name].obj
 
 
@@ -123,11 +130,12 @@ def build_registry(extra_plugins=()) -> Registry:
         impls.sort(key=lambda im: order.index(owner[im.plugin_name]))
         for impl in impls:
             info = reg.plugins[owner[impl.plugin_name]]
-            _call(impl, kind, getattr(reg, kind), info)
+            _call(impl, kind, reg, info)
     return reg
 
 
-def _call(impl, kind, table, info: PluginInfo):
+def _call(impl, kind, reg: Registry, info: PluginInfo):
+    table = getattr(reg, kind)
     staged: list[tuple[str, Any]] = []
 
     def register(name, obj):
@@ -142,8 +150,18 @@ def _call(impl, kind, table, info: PluginInfo):
         return
     for name, obj in staged:
         if name in table:
-            info.errors.append(f"{kind[:-1]} {name!r} is already registered by "
-                               f"{table[name].plugin}; skipped")
+            holder = table[name].plugin
+            if reg.plugins[holder].builtin:
+                info.errors.append(f"{kind[:-1]} {name!r} is already registered by "
+                                   f"{holder}; skipped")
+                continue
+            claimants = reg.contested.setdefault((kind, name), [holder])
+            claimants.append(info.name)
+            info.errors.append(f"{kind[:-1]} {name!r} is also registered by {holder}: "
+                               f"neither is used until one is uninstalled")
+            reg.plugins[holder].errors.append(f"{kind[:-1]} {name!r} is also registered by "
+                                              f"{info.name}: neither is used until one is "
+                                              f"uninstalled")
             continue
         table[name] = Provided(name, obj, info.name, info.version)
         info.registered.setdefault(kind, []).append(name)

@@ -135,6 +135,7 @@ class Protocol:
     defaults: dict[str, Any] = {}
     # Run-request fields the family reads beside its own parameters (e.g. a second root).
     reads: tuple[str, ...] = ()
+    usage = ""  # how to write a family that needs a value, e.g. noise30
 
     def parse(self, text: str) -> dict | None:
         return {} if text == self.family else None
@@ -169,9 +170,10 @@ class Clean(Protocol):
 
 class Noise(Protocol):
     family = "noise"
+    usage = "noise30 (any noiseP, P in [0, 100))"
 
     def parse(self, text):
-        m = re.fullmatch(r"noise(?:=|:)?(\d+(?:\.\d+)?)", text)
+        m = re.fullmatch(r"noise(?:=|:)?(-?\d+(?:\.\d+)?)", text)
         return {"rate": float(m.group(1))} if m else None
 
     def id(self, params):
@@ -199,6 +201,8 @@ class NoiseFile(Protocol):
     """A user's noisy label list (`name label` per line), e.g. the RAF-DB lists of SCN/RUL/EAC."""
 
     family = "noise_file"
+
+    usage = "noise_file=PATH"
 
     def parse(self, text):
         m = re.fullmatch(r"noise_file[=:](.+)", text)
@@ -272,7 +276,8 @@ def _name_keys(sample_id: str) -> set[str]:
 def read_noise_file(path: Path, ds: Dataset, view: ProtocolView) -> np.ndarray:
     """Noisy run-class labels for the training set from `name label` lines."""
     if not path.is_file():
-        raise DataError(path, "noise file does not exist")
+        raise DataError(path, "is a folder, not a noise file" if path.is_dir()
+                        else "noise file does not exist")
     train_keys: dict[str, int] = {}
     for i, sid in enumerate(view.train.ids):
         for key in _name_keys(sid):
@@ -296,7 +301,9 @@ def read_noise_file(path: Path, ds: Dataset, view: ProtocolView) -> np.ndarray:
             if name in test_keys:
                 raise DataError(path, f"{name} is a test image; a noise file lists train "
                                       f"images only", lineno)
-            raise DataError(path, f"unknown image name {name}", lineno)
+            raise DataError(path, f"unknown image name {name}: not among the "
+                                  f"{len(view.train):,} training faces of {ds.name} as read",
+                            lineno)
         i = train_keys[name]
         if i in seen:
             raise DataError(path, f"duplicate image name {name} (first on line {seen[i]})",
@@ -387,7 +394,8 @@ def finish_view(view: ProtocolView, params: dict, leaked_test: np.ndarray | None
     frac = float(params.get("val_fraction", 0) or 0)
     if frac:
         if not 0 < frac < 1:
-            raise ConfigError(f"val_fraction {frac:g} must lie in (0, 1)")
+            raise ConfigError(f"val_fraction {frac:g} must lie in (0, 1), or be 0 for no "
+                              f"validation split")
         hold = _stratified_holdout(view.train_labels, frac, (view.train.fingerprint, frac))
         keep = np.flatnonzero(~hold)
         held = np.flatnonzero(hold)
@@ -417,6 +425,9 @@ def parse_protocol(text: str, families: dict[str, "Protocol"]) -> tuple[str, dic
         params = fam.parse(text)
         if params is not None:
             return name, params
+    bare = families.get(text.rstrip("=:"))
+    if bare is not None and getattr(bare, "usage", ""):
+        raise ConfigError(f"protocol {text.rstrip('=:')} needs a value: --protocol {bare.usage}")
     raise unknown_name("protocol", text, list(families) + ["noise10", "noise20", "noise30"])
 
 

@@ -175,7 +175,8 @@ def read_results(folder: str | Path, errors: list | None = None) -> list[dict]:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(folder, "results folder does not exist")
+        raise DataError(folder, "is a file, not a results folder" if folder.exists()
+                        else "results folder does not exist")
     out = []
     for p in sorted(folder.rglob("seed*.json")):
         if p.parent.name == "noise":

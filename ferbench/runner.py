@@ -6,6 +6,7 @@ import platform
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +88,16 @@ def _open(name, root, layout=None, options=None):
     return open_dataset(registry().get("datasets", name), root, layout, options)
 
 
+def _open_target(name, root):
+    """The cross target: its folder is --target-root, so errors name that flag."""
+    adapter = registry().get("datasets", name)
+    if getattr(adapter, "needs_root", True) and root is None:
+        raise ConfigError(f"cross target {name} needs --target-root")
+    if not getattr(adapter, "needs_root", True) and root is not None:
+        raise ConfigError(f"cross target {name} is not read from disk: drop --target-root")
+    return _open(name, root)
+
+
 def plan_runs(req: RunRequest):
     """Check every name before any run starts: (dataset, parsed protocols, methods, preset)."""
     reg = registry()
@@ -117,10 +128,12 @@ def plan_runs(req: RunRequest):
         except ConfigError as e:
             if len(classes) == 1:
                 raise
-            raise ConfigError(f"method {name}: {e} (a setting that only some methods have "
-                              f"needs a run of its own)") from None
+            hint = (" (a setting that only some methods have needs a run of its own)"
+                    if str(e).startswith("unknown config key") else "")
+            raise ConfigError(f"method {name}: {e}{hint}") from None
         mcfg = to_method_config(cls, cfg)
         _check_engine(cfg.engine)
+        _check_backbone(mcfg.backbone)
         if int(mcfg.epochs) == 0 and not mcfg.weights:
             raise ConfigError(f"method {name}: epochs=0 trains nothing, so it evaluates the "
                               f"model it starts from; give that model with --weights FILE")
@@ -139,7 +152,7 @@ def run(req: RunRequest) -> list[Path]:
         fam = registry().get("protocols", family)
         for name in getattr(fam, "reads", ()):
             params.setdefault(name, getattr(req, name, None))
-        view = fam.apply(ds, params, open_target=lambda n, r: _open(n, r))
+        view = fam.apply(ds, params, open_target=_open_target)
         views.append((params, view))
     total = len(views) * len(classes) * len(req.seeds)
     written, i = [], 0
@@ -154,7 +167,9 @@ def run(req: RunRequest) -> list[Path]:
         from .leaderboard import build_leaderboard
 
         board = build_leaderboard(out)
-        console.print(f"leaderboard: {board['markdown']}", highlight=False)
+        console.print(f"leaderboard: {board['markdown']}"
+                      + (f" ({len(board['skipped'])} result files skipped, listed at its end)"
+                         if board["skipped"] else ""), highlight=False)
     return written
 
 
@@ -170,6 +185,21 @@ def _flag_overrides(req: RunRequest, params: dict, ds) -> dict:
         k = k.replace("-", "_")
         f[f"data.options.{k}"] = ds.options[k]
     return f
+
+
+def _check_backbone(name: str) -> None:
+    import difflib
+
+    import timm
+
+    from . import models  # noqa: F401  (registers ferbench's backbones with timm)
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=1, cutoff=0.6)
+        raise ConfigError(f"unknown backbone {name!r}"
+                          + (f"; did you mean {close[0]!r}?" if close else "")
+                          + f" (any timm model name; ferbench's own: "
+                          f"{', '.join(timm.list_models('ferbench_*'))})")
 
 
 def _check_engine(engine) -> None:
@@ -190,6 +220,10 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
         torch.set_num_threads(int(cfg.engine.threads))
     pv = finish_view(view, {**params, **as_dict(cfg.protocol)},
                      _leaks(ds, cfg, mode) if cfg.protocol.dedup_test else None)
+    if cfg.engine.select == "val" and pv.val is None:
+        raise ConfigError(f"engine.select=val picks the epoch by validation accuracy, but "
+                          f"{ds.name} under {pv.id} has no validation split: add "
+                          f"protocol.val_fraction=0.1")
     resolved = as_dict(cfg)
     resolved["engine"]["precision"] = precision
     channels_last = resolve_channels_last(cfg.engine.channels_last, device, precision)
@@ -220,55 +254,73 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
                       highlight=False)
     console.print(f"{label} · {precision} on {device.type}", highlight=False)
     check_writable(key.folder(out))  # a file in the way fails now, not after training
-    t0 = time.time()
-    # A weights.pt that ferbench wrote (it carries its run key) restores the whole model;
-    # any other checkpoint goes into each backbone the method builds.
-    state, source_run = read_state_dict(mcfg.weights) if mcfg.weights else (None, None)
-    whole_model = source_run is not None
-    ctx, weights_info = _context(pv, mcfg, mode, device, precision, req.show_progress,
-                                 whole_model)
-    noise_file = _write_noise(out, ds.name, pv)  # after the images decoded: nothing half-written
-    stem = key.stem(out)
-    run_dir = stem.parent / f"{stem.name}.run"
-    if (run_dir / "checkpoint.pt").exists():
-        console.print("  an interrupted run of this key has a checkpoint: "
-                      + ("continuing it" if req.resume else "starting over (--resume continues it)"),
-                      highlight=False)
-    engine = Engine(method, ctx, seed=seed, test_labels=pv.test_labels, val_labels=pv.val_labels,
-                    checkpoint_dir=run_dir, resume=req.resume,
-                    eval_every=int(cfg.engine.eval_every), select=cfg.engine.select,
-                    channels_last=channels_last, show_progress=req.show_progress,
-                    compile=bool(cfg.engine.compile))
-    if whole_model:
-        engine.initial_state = (mcfg.weights, state)
-        weights_info.append({"file": str(mcfg.weights), "whole_model": True,
-                             "source_run": source_run})
-    res = engine.fit()
-    scores = score_run(pv, res)
-    record = _record(key, pv, name, cls, preset, resolved, ds, res, scores, noise_file,
-                     device, precision, weights_info, time.time() - t0)
-    arrays = {"test_ids": pv.test.ids, "test_probs": res.test_probs,
-              "test_uncertainty": res.test_uncertainty, "test_labels": pv.test_labels,
-              "train_ids": pv.train.ids}
-    for k, v in res.noise_scores.items():
-        arrays[f"train_noise_scores_{k}"] = v
-    if res.noise_decisions is not None:
-        arrays["train_noise_decisions"] = res.noise_decisions
-    if res.test_members is not None:
-        arrays["test_members"] = res.test_members
-    for k, stack in res.per_sample.items():
-        arrays[f"method_{k}"] = np.stack(stack)
-    write_npz(stem.with_suffix(".npz"), arrays)
-    _save_weights(stem.parent / f"{stem.name}.weights.pt",
-                  trainable_state(res.model, ctx.frozen_modules), key)
-    write_json(result_path, record)  # last: the run is complete when this exists
-    shutil.rmtree(run_dir, ignore_errors=True)
-    m = record["metrics"]
-    console.print(f"  test acc {100 * m['test_acc']:.2f}"
-                  + (f" · noise AUROC {m['train_noise_auroc']:.3f}"
-                     if m.get("train_noise_auroc") is not None else "")
-                  + f" · {record['wall_time_s']:.0f} s → {result_path}", highlight=False)
+    with _removed_if_left_empty(key.folder(out), out):
+        t0 = time.time()
+        # A weights.pt that ferbench wrote (it carries its run key) restores the whole model;
+        # any other checkpoint goes into each backbone the method builds.
+        state, source_run = read_state_dict(mcfg.weights) if mcfg.weights else (None, None)
+        whole_model = source_run is not None
+        ctx, weights_info = _context(pv, mcfg, mode, device, precision, req.show_progress,
+                                     whole_model)
+        # after the images decoded: nothing half-written
+        noise_file = _write_noise(out, ds.name, pv)
+        stem = key.stem(out)
+        run_dir = stem.parent / f"{stem.name}.run"
+        if (run_dir / "checkpoint.pt").exists():
+            console.print("  an interrupted run of this key has a checkpoint: "
+                          + ("continuing it" if req.resume
+                             else "starting over (--resume continues it)"), highlight=False)
+        engine = Engine(method, ctx, seed=seed, test_labels=pv.test_labels,
+                        val_labels=pv.val_labels, checkpoint_dir=run_dir, resume=req.resume,
+                        eval_every=int(cfg.engine.eval_every), select=cfg.engine.select,
+                        channels_last=channels_last, show_progress=req.show_progress,
+                        compile=bool(cfg.engine.compile))
+        if whole_model:
+            engine.initial_state = (mcfg.weights, state)
+            weights_info.append({"file": str(mcfg.weights), "whole_model": True,
+                                 "source_run": source_run})
+        res = engine.fit()
+        scores = score_run(pv, res)
+        record = _record(key, pv, name, cls, preset, resolved, ds, res, scores, noise_file,
+                         device, precision, weights_info, time.time() - t0)
+        arrays = {"test_ids": pv.test.ids, "test_probs": res.test_probs,
+                  "test_uncertainty": res.test_uncertainty, "test_labels": pv.test_labels,
+                  "train_ids": pv.train.ids}
+        for k, v in res.noise_scores.items():
+            arrays[f"train_noise_scores_{k}"] = v
+        if res.noise_decisions is not None:
+            arrays["train_noise_decisions"] = res.noise_decisions
+        if res.test_members is not None:
+            arrays["test_members"] = res.test_members
+        for k, stack in res.per_sample.items():
+            arrays[f"method_{k}"] = np.stack(stack)
+        write_npz(stem.with_suffix(".npz"), arrays)
+        _save_weights(stem.parent / f"{stem.name}.weights.pt",
+                      trainable_state(res.model, ctx.frozen_modules), key)
+        write_json(result_path, record)  # last: the run is complete when this exists
+        shutil.rmtree(run_dir, ignore_errors=True)
+        m = record["metrics"]
+        console.print(f"  test acc {100 * m['test_acc']:.2f}"
+                      + (f" · noise AUROC {m['train_noise_auroc']:.3f}"
+                         if m.get("train_noise_auroc") is not None else "")
+                      + f" · {record['wall_time_s']:.0f} s → {result_path}", highlight=False)
     return result_path
+
+
+@contextmanager
+def _removed_if_left_empty(folder: Path, out: Path):
+    """A run that fails before writing anything leaves no empty folders behind."""
+    try:
+        yield
+    except BaseException:
+        for d in (folder, *folder.parents):
+            if d == out or out not in d.parents:
+                break
+            try:
+                d.rmdir()  # only an empty folder; an interrupted run's checkpoint stays
+            except OSError:
+                break
+        raise
 
 
 def _readable(path: Path) -> bool:

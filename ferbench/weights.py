@@ -17,13 +17,15 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | N
     """The tensors of a checkpoint file and, for a ferbench weights file, its run key."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise DataError(path, "weights file does not exist")
+        raise DataError(path, "is a folder, not a weights file" if path.is_dir()
+                        else "weights file does not exist")
     try:
         with warnings.catch_warnings():  # torch's pickle-protocol warnings: the error says it
             warnings.simplefilter("ignore")
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        detail = (str(e).strip().splitlines() or [""])[0][:120]
+        # torch's own text runs to paragraphs of advice; its first sentence is the reason.
+        detail = (str(e).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")
         raise DataError(path, f"not a loadable checkpoint ({type(e).__name__}"
                               f"{': ' + detail if detail else ''})") from None
     run_key = obj.get("ferbench") if isinstance(obj, dict) else None

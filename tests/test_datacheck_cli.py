@@ -378,6 +378,12 @@ def test_bad_input_is_one_line_naming_the_problem(case, tmp_path, isolated_cache
     no_half_written(isolated_cache, report)
 
 
+def test_a_report_path_in_a_missing_folder_is_refused_before_the_check_runs(tmp_path):
+    result = ferbench("data", "check", "synthfer", "--report", tmp_path / "nope" / "r.json")
+    fails(result, f"{tmp_path / 'nope'}: report folder does not exist")
+    assert "synthfer: layout" not in result.stdout  # refused before the report was printed
+
+
 def test_unknown_dataset_in_a_real_process_exits_2_with_one_line(tmp_path):
     proc = ferbench_process("data", "check", "ferplsu", cwd=tmp_path)
     assert proc.returncode == 2

@@ -78,6 +78,8 @@ def test_ckplus_folds_partition_the_subjects(tmp_path):
 
 @pytest.mark.parametrize("options", [
     {"fold": 10}, {"folds": 1, "fold": 0}, {"test_fraction": 0.0}, {"test_fraction": 1.5},
+    {"fold": 2, "test_fraction": 0.5},  # a fold's share is 1/folds: test_fraction unread
+    {"folds": 5},                       # folds without a fold: unread
 ])
 def test_ckplus_bad_options(tmp_path, options):
     ckplus_tree(tmp_path, subjects=3)

@@ -255,6 +255,21 @@ def test_unreadable_and_duplicate_files_skipped_and_listed(tmp_path):
     assert "## Skipped files" in md and "broken" in md and "future" in md and "duplicate" in md
 
 
+def test_the_command_warns_on_stderr_for_each_skipped_file(tmp_path):
+    from click.testing import CliRunner
+
+    from ferbench.cli import cli
+
+    save(tmp_path, record())
+    bad = tmp_path / "synthfer" / "clean" / "broken" / "abc" / "seed1.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{not json")
+    res = CliRunner().invoke(cli, ["leaderboard", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    [warning] = res.stderr.splitlines()
+    assert warning.startswith(f"ferbench: warning: {bad}: skipped, ")
+
+
 def test_output_dir_and_pngs(tmp_path):
     results, out_dir = tmp_path / "results", tmp_path / "board"
     for seed in range(2):

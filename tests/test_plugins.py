@@ -226,18 +226,23 @@ def test_plugin_cannot_replace_a_builtin_name(site):
     _assert_builtins_intact(reg)
 
 
-def test_two_plugins_claiming_one_name_first_loaded_keeps_it(site):
+def test_two_plugins_claiming_one_name_neither_is_used_and_both_are_told(site):
+    """Which of two claimants a run would get is the accident of load order: refuse both."""
     site.install("ferbench-beta", "ferbench_beta", _claims("twin"))
     site.install("ferbench-alpha", "ferbench_alpha", _claims("twin"))  # first on sys.path
     reg = build_registry()
 
-    order = list(_third_party(reg))
-    assert order == ["ferbench-alpha", "ferbench-beta"]
-    assert reg.methods["twin"].plugin == "ferbench-alpha"
-    assert reg.get("methods", "twin") is sys.modules["ferbench_alpha"].Thing
-    assert reg.plugins["ferbench-alpha"].errors == []
+    assert list(_third_party(reg)) == ["ferbench-alpha", "ferbench-beta"]
+    with pytest.raises(ConfigError, match=r"^method 'twin' is registered by more than one "
+                                          r"plugin \(ferbench-alpha, ferbench-beta\): "
+                                          r"uninstall all but one$"):
+        reg.get("methods", "twin")
+    assert reg.plugins["ferbench-alpha"].errors == [
+        "method 'twin' is also registered by ferbench-beta: neither is used until one is "
+        "uninstalled"]
     assert reg.plugins["ferbench-beta"].errors == [
-        "method 'twin' is already registered by ferbench-alpha; skipped"]
+        "method 'twin' is also registered by ferbench-alpha: neither is used until one is "
+        "uninstalled"]
     assert reg.plugins["ferbench-beta"].registered == {}
 
 
@@ -340,7 +345,7 @@ def test_extra_plugin_hook_that_raises_is_isolated(builtins_only):
     assert "test_plugins.py:" in errors[0]
 
 
-def test_extra_plugin_name_collisions_are_reported_against_the_later_one(builtins_only):
+def test_extra_plugin_name_collisions_are_reported_and_a_contested_name_refused(builtins_only):
     class First:
         @hookimpl
         def ferbench_register_datasets(self, register):
@@ -353,14 +358,17 @@ def test_extra_plugin_name_collisions_are_reported_against_the_later_one(builtin
             register("shared-name", "second")
 
     reg = build_registry(extra_plugins=[First(), Second()])
-    assert reg.get("datasets", "shared-name") == "first"
     assert reg.datasets["synthfer"].plugin == "ferbench.datasets.builtin"
     first, second = (reg.plugins[reg.datasets["shared-name"].plugin],
                      next(p for p in reg.plugins.values() if p.name.startswith("Second")))
     assert first.errors == [("dataset 'synthfer' is already registered by "
-                             "ferbench.datasets.builtin; skipped")]
-    assert second.errors == [(f"dataset 'shared-name' is already registered by {first.name}; "
-                              f"skipped")]
+                             "ferbench.datasets.builtin; skipped"),
+                            (f"dataset 'shared-name' is also registered by {second.name}: "
+                             f"neither is used until one is uninstalled")]
+    assert second.errors == [(f"dataset 'shared-name' is also registered by {first.name}: "
+                              f"neither is used until one is uninstalled")]
+    with pytest.raises(ConfigError, match="registered by more than one plugin"):
+        reg.get("datasets", "shared-name")
 
 
 def test_extra_plugin_with_a_hook_signature_that_breaks_the_spec_is_reported(builtins_only):

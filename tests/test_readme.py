@@ -40,6 +40,14 @@ def test_the_readme_plugin_example_is_a_working_method(tmp_path, monkeypatch):
 
     report = check_method("mixup", workdir=tmp_path / "work")
     assert report["results"], "the example method did not complete a run"
+    from click.testing import CliRunner
+
+    from ferbench.cli import cli
+
+    refused = CliRunner().invoke(cli, ["run", "--method", "mixup", "alpha=-1",
+                                       "--out", str(tmp_path / "out")])
+    assert refused.exit_code == 2
+    assert refused.stderr.splitlines() == ["ferbench: error: alpha=-1.0: must be > 0"]
 
 
 def test_ci_runs_the_readme_test_command():

@@ -200,6 +200,18 @@ def _refused(args, out, message):
     (["--fer2013-root", "x"], "--fer2013-root is read only by protocol realnoise"),
     (["--label-order", "raf"], "--label-order: dataset synthfer has no numbered class folders "
                                "(the option is for rafdb)"),
+    (["--seeds", "-1"], "--seeds '-1': expected distinct integers >= 0"),
+    (["--protocol", "noise"], "protocol noise needs a value: --protocol noise30"),
+    (["--protocol", "noise-5"], "noise rate -5 is outside [0, 100)"),
+    (["--protocol", "noise_file"], "protocol noise_file needs a value: --protocol noise_file=PATH"),
+    (["lr=abc"], "method.lr=abc (Value 'abc' of type 'str' could not be converted to Float)"),
+    (["tta_flip=maybe"], "method.tta_flip=maybe (Value 'maybe' is not a valid bool"),
+    (["--backbone", "resnet81"], "unknown backbone 'resnet81'; did you mean 'resnet18'?"),
+    (["--weights", "/"], "/: is a folder, not a weights file"),
+    (["--data-root", "/"], "dataset synthfer is not read from disk: drop --data-root /"),
+    (["--protocol", "cross", "--target", "ckplus"], "cross target ckplus needs --target-root"),
+    (["engine.select=val"], "engine.select=val picks the epoch by validation accuracy, but "
+                            "synthfer under clean has no validation split"),
 ])
 def test_bad_input_is_one_error_line_and_exit_status_2(tmp_path, args, message):
     _refused(["run", "--method", "baseline", *TINY, *args], tmp_path / "out", message)
@@ -340,6 +352,19 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
         "ferbench: error: unknown protocol 'nosie30'; did you mean 'noise30'? (choices: clean, "
         "cross, noise, noise10, noise20, noise30, noise_file, realnoise)"]
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_a_run_that_fails_before_storing_leaves_no_empty_folders(tmp_path, monkeypatch):
+    from ferbench.methods.baseline import Baseline
+
+    def broken(self, model, batch, ctx):
+        raise RuntimeError("a broken training step")
+
+    monkeypatch.setattr(Baseline, "training_step", broken)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["run", "--method", "baseline", *TINY, "--out", str(out)])
+    assert res.exit_code == 1 and "a broken training step" in res.stderr
+    assert [p for p in out.rglob("*")] == []
 
 
 def test_a_dataset_option_is_one_run_however_its_number_is_spelled(tmp_path):

@@ -119,8 +119,20 @@ def compose_run(method_name: str, method_cls, preset: str, flags: dict[str, Any]
         with initialize(version_base=None, config_path=None):
             cfg = compose(config_name="ferbench_run", overrides=ov)
     except Exception as e:
-        raise ConfigError(f"cannot apply overrides: {_first_line(e)}") from None
+        raise ConfigError(f"cannot apply overrides: {_first_line(e)}{_why(e)}") from None
     return cfg
+
+
+def _why(e: BaseException) -> str:
+    """The value error under hydra's "Error merging override", e.g. not a valid bool."""
+    from omegaconf.errors import ValidationError
+
+    seen = e.__cause__ or e.__context__
+    while seen is not None:
+        if isinstance(seen, ValidationError):
+            return f" ({_first_line(seen)})"
+        seen = seen.__cause__ or seen.__context__
+    return ""
 
 
 def _paths(method_keys) -> list[str]:

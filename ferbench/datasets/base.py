@@ -110,7 +110,10 @@ def open_dataset(adapter: DatasetAdapter, root: str | Path | None, layout: str |
                                       f"match; choose one with --layout")
             layout = found[0]
     else:
-        root = Path(root).expanduser() if root is not None else None
+        if root is not None:
+            # A folder that is never read would still change the run's key.
+            raise ConfigError(f"dataset {adapter.name} is not read from disk: drop "
+                              f"--data-root {root}")
         layout = layout or next(iter(adapter.layouts))
     ds = adapter.open(root, layout, opts)
     for split_name, samples in ds.splits.items():

@@ -53,6 +53,14 @@ class CKPlus(DatasetAdapter):
         if folds < 2 or fold >= folds:
             raise ConfigError(f"options folds={folds}, fold={fold} of dataset ckplus: expected "
                               f"folds >= 2 and fold in 0..{folds - 1} (or -1 for no fold)")
+        # A value the chosen split never reads is refused rather than silently ignored.
+        if fold >= 0 and fraction != self.options["test_fraction"]:
+            raise ConfigError(f"options fold={fold}, test_fraction={fraction} of dataset "
+                              f"ckplus: a fold's test share is 1/folds; test_fraction is for "
+                              f"the hold-out split (fold=-1)")
+        if fold < 0 and folds != self.options["folds"]:
+            raise ConfigError(f"option folds={folds} of dataset ckplus is read only with a "
+                              f"fold: add -o fold=0 (0..{folds - 1})")
         items = F.scan_class_folders(root, exts=EXTS)
         ids = tuple(rel for rel, _ in items)
         labels = np.asarray([label for _, label in items], dtype=np.int64)

@@ -128,10 +128,10 @@ def _check(options: dict[str, Any]) -> dict[str, Any]:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"options of dataset synthfer: {e}") from None
     for key in ("seed", "n_train", "n_val", "n_test"):
-        if opts[key] < 0:
-            raise ConfigError(f"option {key}={opts[key]} of dataset synthfer: must be >= 0")
-    if opts["n_train"] == 0 or opts["n_test"] == 0:
-        raise ConfigError("options n_train and n_test of dataset synthfer must be > 0")
+        least = 1 if key in ("n_train", "n_test") else 0
+        if opts[key] < least:
+            raise ConfigError(f"option {key}={opts[key]} of dataset synthfer: must be "
+                              f">= {least}")
     if opts["size"] < 16:
         raise ConfigError(f"option size={opts['size']} of dataset synthfer: must be >= 16")
     if opts["alpha"] <= 0 or opts["concentration"] < 0:
