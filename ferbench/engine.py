@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -332,6 +333,9 @@ class Engine:
         if not self.compile:
             return model
         if id(model) not in self._compiled:
+            # Compiling for the CPU on a CUDA build warns that no CUDA runtime is found: true,
+            # and not the user's concern.
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             self._compiled[id(model)] = torch.compile(model)
         return self._compiled[id(model)]
 
