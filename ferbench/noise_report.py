@@ -54,6 +54,11 @@ def markdown(label: str, s: dict) -> list[str]:
     lines = [f"#### {escape(label)}", "",
              f"{what}: {s.get('n_flipped')} of {s.get('n_train')} training labels differ from "
              f"the reference ({100 * rate:.2f} %)." if isinstance(rate, (int, float)) else what]
+    trained = s.get("trained")
+    if trained:
+        lines[-1] += (f" The runs train on {trained['n_train']} of them, a validation share of "
+                      f"{trained['val_fraction']:g} held out; {trained['n_flipped']} of those "
+                      f"differ.")
     match = s.get("match")
     if match:
         lines[-1] += (f" Matched {match.get('matched')} of {match.get('faces')} faces; left out "

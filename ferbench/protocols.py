@@ -279,9 +279,11 @@ def read_noise_file(path: Path, ds: Dataset, view: ProtocolView) -> np.ndarray:
         raise DataError(path, "is a folder, not a noise file" if path.is_dir()
                         else "noise file does not exist")
     train_keys: dict[str, int] = {}
+    shared: dict[str, int] = {}  # a key (a bare file name) that several training images have
     for i, sid in enumerate(view.train.ids):
         for key in _name_keys(sid):
-            train_keys.setdefault(key, i)
+            if train_keys.setdefault(key, i) != i:
+                shared[key] = shared.get(key, 1) + 1
     test_keys = {key for sid in view.test.ids for key in _name_keys(sid)}
     adapter_native = _native_labels(ds)
     noisy = view.clean_train_labels.copy()
@@ -304,6 +306,10 @@ def read_noise_file(path: Path, ds: Dataset, view: ProtocolView) -> np.ndarray:
             raise DataError(path, f"unknown image name {name}: not among the "
                                   f"{len(view.train):,} training faces of {ds.name} as read",
                             lineno)
+        if name in shared:
+            raise DataError(path, f"{name} names {shared[name]} training images (one file "
+                                  f"name in several folders): give its path relative to the "
+                                  f"data root", lineno)
         i = train_keys[name]
         if i in seen:
             raise DataError(path, f"duplicate image name {name} (first on line {seen[i]})",

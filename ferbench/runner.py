@@ -153,6 +153,12 @@ def run(req: RunRequest) -> list[Path]:
         for name in getattr(fam, "reads", ()):
             params.setdefault(name, getattr(req, name, None))
         view = fam.apply(ds, params, open_target=_open_target)
+        if view.train.fingerprint == view.test.fingerprint:
+            # Legitimate (a one-split set used as a cross target is tested elsewhere), but a
+            # test accuracy on the training images is not a benchmark figure: say so loudly.
+            console.print(f"warning: {ds.name} under {view.id} trains and tests on the same "
+                          f"images (one split); its test accuracy measures fitting, not "
+                          f"recognition: use it as a cross target", highlight=False)
         views.append((params, view))
     total = len(views) * len(classes) * len(req.seeds)
     written, i = [], 0

@@ -188,3 +188,19 @@ def test_imagefolder_reads_real_ckplus_class_folders(unpacked):
     ds = open_dataset(ImageFolder(), unpacked("ckplus"))
     assert (ds.layout, ds.train, ds.test, ds.classes) == ("classes", "all", "all", CLASSES)
     assert ds.splits["all"].class_counts()["contempt"] == 17 and len(ds.splits["all"]) == 890
+
+
+def test_running_on_a_one_split_dataset_warns_that_train_and_test_are_the_same(tmp_path):
+    from click.testing import CliRunner
+
+    from ferbench.cli import cli
+
+    _jaffe(tmp_path / "jaffe")
+    res = CliRunner().invoke(cli, ["run", "--method", "baseline", "--dataset", "jaffe",
+                                   "--data-root", str(tmp_path / "jaffe"), "--preset", "quick",
+                                   "--epochs", "1", "--batch-size", "8", "--device", "cpu",
+                                   "--out", str(tmp_path / "out"), "--no-leaderboard"])
+    assert res.exit_code == 0, res.output
+    assert ("warning: jaffe under clean trains and tests on the same images (one split); its "
+            "test accuracy measures fitting, not recognition: use it as a cross target") \
+        in res.stderr.splitlines()

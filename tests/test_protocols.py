@@ -271,6 +271,26 @@ def test_noise_file_errors_name_file_and_line(raf, tmp_path, lines, line, messag
     assert str(e.value).startswith(f"{path}:{line}: ")
 
 
+def test_a_file_name_two_training_images_share_must_be_given_as_a_path(tmp_path):
+    from ferbench.datasets.imagefolder import ImageFolder
+
+    for i, (split, cls) in enumerate([("train", "angry"), ("train", "happy"),
+                                      ("test", "angry"), ("test", "happy")]):
+        write_image(tmp_path / "faces" / split / cls / ("x.png" if split == "train"
+                                                         else f"t{i}.png"), i)
+    ds = open_dataset(ImageFolder(), tmp_path / "faces")
+    bare, full = tmp_path / "bare.txt", tmp_path / "full.txt"
+    bare.write_text("x.png happiness\n")
+    with pytest.raises(DataError, match=r"x.png names 2 training images \(one file name in "
+                                        r"several folders\): give its path relative to the "
+                                        r"data root") as e:
+        NoiseFile().apply(ds, {"path": str(bare)})
+    assert str(e.value).startswith(f"{bare}:1: ")
+    full.write_text("train/angry/x.png happiness\ntrain/happy/x.png happiness\n")
+    view = NoiseFile().apply(ds, {"path": str(full)})
+    assert int(view.noise.flipped.sum()) == 1
+
+
 def test_missing_or_empty_noise_file_is_a_data_error(raf, tmp_path):
     ds, _ = raf
     with pytest.raises(DataError, match="does not exist") as e:

@@ -354,6 +354,27 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+def test_a_validation_selected_run_reaches_the_leaderboard_with_its_selected_epoch(tmp_path):
+    from ferbench.leaderboard import build_leaderboard
+
+    res = _run(["run", "--method", "baseline", "--protocol", "noise30", *TINY, "--epochs", "2",
+                "protocol.val_fraction=0.25", "engine.select=val"], tmp_path)
+    assert res.exit_code == 0, res.output
+    [rec] = [json.loads(p.read_text()) for p in _results(tmp_path)]
+    assert set(rec["selected"]) == {"epoch", "val_acc", "test_acc"}
+    table = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]["selected"]
+    [column] = table.columns
+    assert table.cell("baseline", column).values == [rec["selected"]["test_acc"]]
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "Validation-selected test accuracy" in md
+    # the noise file covers all 64 training faces; the run trained on the 48 left after the
+    # validation share, and the leaderboard says both
+    noise = rec["protocol"]["noise"]
+    assert noise["n_train"] == 48
+    assert (f"The runs train on 48 of them, a validation share of 0.25 held out; "
+            f"{noise['n_flipped']} of those differ.") in md
+
+
 def test_a_run_that_fails_before_storing_leaves_no_empty_folders(tmp_path, monkeypatch):
     from ferbench.methods.baseline import Baseline
 
