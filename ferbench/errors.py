@@ -30,6 +30,13 @@ class PluginError(FerbenchError):
     """A plugin name that is unknown, or a plugin that broke its contract."""
 
 
+def missing_file(path: str | Path, what: str) -> DataError:
+    """The error for an input file that is not there, or is a folder where a file belongs."""
+    path = Path(path)
+    return DataError(path, f"is a folder, not a {what}" if path.is_dir()
+                     else f"{what} does not exist")
+
+
 def unknown_name(kind: str, name: str, choices) -> FerbenchError:
     """An error for an unknown name that suggests the closest valid one."""
     choices = sorted(choices)

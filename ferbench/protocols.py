@@ -22,7 +22,7 @@ import numpy as np
 
 from .datasets.base import Dataset
 from .datasets.samples import Samples
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, missing_file
 from .hookspecs import hookimpl
 from .labels import CLASSES, canonical, shared_classes
 
@@ -276,8 +276,7 @@ def _name_keys(sample_id: str) -> set[str]:
 def read_noise_file(path: Path, ds: Dataset, view: ProtocolView) -> np.ndarray:
     """Noisy run-class labels for the training set from `name label` lines."""
     if not path.is_file():
-        raise DataError(path, "is a folder, not a noise file" if path.is_dir()
-                        else "noise file does not exist")
+        raise missing_file(path, "noise file")
     train_keys: dict[str, int] = {}
     shared: dict[str, int] = {}  # a key (a bare file name) that several training images have
     for i, sid in enumerate(view.train.ids):

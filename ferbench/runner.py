@@ -84,18 +84,12 @@ class RunRequest:
                 setattr(self, name, str(Path(getattr(self, name)).expanduser().resolve()))
 
 
-def _open(name, root, layout=None, options=None):
-    return open_dataset(registry().get("datasets", name), root, layout, options)
+def _open(name, root, layout=None, options=None, root_flag="--data-root"):
+    return open_dataset(registry().get("datasets", name), root, layout, options, root_flag)
 
 
 def _open_target(name, root):
-    """The cross target: its folder is --target-root, so errors name that flag."""
-    adapter = registry().get("datasets", name)
-    if getattr(adapter, "needs_root", True) and root is None:
-        raise ConfigError(f"cross target {name} needs --target-root")
-    if not getattr(adapter, "needs_root", True) and root is not None:
-        raise ConfigError(f"cross target {name} is not read from disk: drop --target-root")
-    return _open(name, root)
+    return _open(name, root, root_flag="--target-root")
 
 
 def plan_runs(req: RunRequest):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError
+from .errors import DataError, missing_file
 
 _WRAPPERS = ("state_dict", "model", "model_state_dict", "net", "network", "weights")
 _PREFIXES = ("module.", "backbone.", "model.", "encoder.", "base.")
@@ -17,8 +17,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | N
     """The tensors of a checkpoint file and, for a ferbench weights file, its run key."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise DataError(path, "is a folder, not a weights file" if path.is_dir()
-                        else "weights file does not exist")
+        raise missing_file(path, "weights file")
     try:
         with warnings.catch_warnings():  # torch's pickle-protocol warnings: the error says it
             warnings.simplefilter("ignore")

@@ -209,7 +209,7 @@ def _refused(args, out, message):
     (["--backbone", "resnet81"], "unknown backbone 'resnet81'; did you mean 'resnet18'?"),
     (["--weights", "/"], "/: is a folder, not a weights file"),
     (["--data-root", "/"], "dataset synthfer is not read from disk: drop --data-root /"),
-    (["--protocol", "cross", "--target", "ckplus"], "cross target ckplus needs --target-root"),
+    (["--protocol", "cross", "--target", "ckplus"], "dataset ckplus needs --target-root"),
     (["engine.select=val"], "engine.select=val picks the epoch by validation accuracy, but "
                             "synthfer under clean has no validation split"),
 ])

@@ -89,14 +89,16 @@ def _convert(dataset, key, value, default):
 
 
 def open_dataset(adapter: DatasetAdapter, root: str | Path | None, layout: str | None = None,
-                 options: dict[str, Any] | None = None) -> Dataset:
-    """Detect (or check) the layout under `root` and read the dataset."""
+                 options: dict[str, Any] | None = None, root_flag: str = "--data-root"
+                 ) -> Dataset:
+    """Detect (or check) the layout under `root` and read the dataset; errors about the root
+    name `root_flag`, the flag that gave it."""
     opts = resolve_options(adapter, options)
     if layout is not None and layout not in adapter.layouts:
         raise unknown_name(f"layout of dataset {adapter.name}", layout, adapter.layouts)
     if adapter.needs_root:
         if root is None:
-            raise ConfigError(f"dataset {adapter.name} needs --data-root")
+            raise ConfigError(f"dataset {adapter.name} needs {root_flag}")
         root = Path(root).expanduser()
         if not root.is_dir():
             raise DataError(root, "data root does not exist or is not a folder")
@@ -113,7 +115,7 @@ def open_dataset(adapter: DatasetAdapter, root: str | Path | None, layout: str |
         if root is not None:
             # A folder that is never read would still change the run's key.
             raise ConfigError(f"dataset {adapter.name} is not read from disk: drop "
-                              f"--data-root {root}")
+                              f"{root_flag} {root}")
         layout = layout or next(iter(adapter.layouts))
     ds = adapter.open(root, layout, opts)
     for split_name, samples in ds.splits.items():
