@@ -31,6 +31,7 @@ CELLS = (
     "noise-detection precision and recall are never bold, as each is at its method's own "
     "operating point (column at).")
 _KEY_FIELDS = ("dataset", "protocol", "method", "seed", "config_hash")
+SAME_IMAGES = " (tested on its training images)"
 
 
 def _num(v) -> float | None:
@@ -148,6 +149,11 @@ class _Board:
                 same = [_flatten(json.loads(k[1])) for k in keys if k[2] == key[2]]
                 if len(same) > 1:   # one noise file, other parameters (e.g. val_fraction)
                     labels[key] += f" [{_pairs(_flatten(json.loads(key[1])), _differing(same))}]"
+        for r in self.records:  # a one-split dataset: its "test" accuracy is a training figure
+            prints = r["dataset"].get("fingerprints") or {}
+            if prints.get("train") and prints.get("train") == prints.get("test") \
+                    and not labels[r["_col"]].endswith(SAME_IMAGES):
+                labels[r["_col"]] += SAME_IMAGES
         return {k: labels[k] for k in sorted(labels, key=lambda k: _col_order(self.proto[k],
                                                                              labels[k]))}
 

@@ -378,3 +378,11 @@ def test_a_leaderboard_of_a_folder_that_is_not_there_is_refused(tmp_path, make):
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert res.stderr.strip().startswith(f"ferbench: error: {target}:")
     assert (target.exists(), target.is_file()) == (make == "file", make == "file")
+
+
+def test_a_column_trained_and_tested_on_the_same_images_says_so(tmp_path):
+    same = record(acc=0.9)
+    same["dataset"]["fingerprints"] = {"train": "a", "test": "a"}
+    save(tmp_path, same)
+    t = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]
+    assert t["main"].columns == ["clean (tested on its training images)"]
