@@ -34,9 +34,22 @@ class _Group(click.Group):
         except Exception as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"ferbench: internal error: {type(e).__name__}: {e} "
+            first = (str(e).strip().splitlines() or [""])[0]
+            click.echo(f"ferbench: internal error{_origin(e)}: {type(e).__name__}: {first} "
                        "(run with --debug for the traceback)", err=True)
             ctx.exit(1)
+
+
+def _origin(e: BaseException) -> str:
+    """Where a bug surfaced: the innermost frame outside torch and numpy, often a plugin's."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if not any(f"{os.sep}{lib}{os.sep}" in f.filename for lib in ("torch", "numpy"))]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" in {os.path.basename(f.filename)}:{f.lineno} ({f.name})"
 
 
 @click.group(cls=_Group)
