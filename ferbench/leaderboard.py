@@ -149,11 +149,10 @@ class _Board:
                 same = [_flatten(json.loads(k[1])) for k in keys if k[2] == key[2]]
                 if len(same) > 1:   # one noise file, other parameters (e.g. val_fraction)
                     labels[key] += f" [{_pairs(_flatten(json.loads(key[1])), _differing(same))}]"
-        for r in self.records:  # a one-split dataset: its "test" accuracy is a training figure
-            prints = r["dataset"].get("fingerprints") or {}
-            if prints.get("train") and prints.get("train") == prints.get("test") \
-                    and not labels[r["_col"]].endswith(SAME_IMAGES):
-                labels[r["_col"]] += SAME_IMAGES
+        # A one-split dataset: its "test" accuracy is a training figure.
+        prints = [(r["_col"], r["dataset"].get("fingerprints") or {}) for r in self.records]
+        for key in {k for k, f in prints if f.get("train") and f["train"] == f.get("test")}:
+            labels[key] += SAME_IMAGES
         return {k: labels[k] for k in sorted(labels, key=lambda k: _col_order(self.proto[k],
                                                                              labels[k]))}
 
