@@ -17,7 +17,7 @@ from . import __version__
 from .config import as_dict, compose_run, to_method_config
 from .context import RunContext, SplitData
 from .data.cache import load_cached
-from .datasets.audit import audit, leaked_test_indices
+from .datasets.audit import audit, faces_shared, leaked_test_indices
 from .datasets.base import open_dataset
 from .device import describe, resolve_channels_last, resolve_device, resolve_precision
 from .engine import Engine, trainable_state
@@ -116,6 +116,7 @@ def plan_runs(req: RunRequest):
     ds = _open(req.dataset, req.data_root, req.layout, req.data_options)
     # Every method's config is composed once now, so a bad override or setting fails before
     # the first run trains, not after it.
+    sizes = []
     for name, cls in classes.items():
         try:
             cfg = compose_run(name, cls, preset, _flag_overrides(req, {}, ds), req.overrides)
@@ -131,13 +132,14 @@ def plan_runs(req: RunRequest):
         if int(mcfg.epochs) == 0 and not mcfg.weights:
             raise ConfigError(f"method {name}: epochs=0 trains nothing, so it evaluates the "
                               f"model it starts from; give that model with --weights FILE")
-    return ds, parsed, classes, preset
+        sizes.append(int(mcfg.image_size))
+    return ds, parsed, classes, preset, min(sizes)
 
 
 def run(req: RunRequest) -> list[Path]:
     """Run every (protocol, method, seed) not yet stored; return the result files."""
     out = check_writable(req.out)
-    ds, parsed, classes, preset = plan_runs(req)
+    ds, parsed, classes, preset, smallest = plan_runs(req)
     adapter = registry().get("datasets", req.dataset)
     mode = "L" if getattr(adapter, "grey", False) else "RGB"
     views = []
@@ -153,6 +155,8 @@ def run(req: RunRequest) -> list[Path]:
             console.print(f"warning: {ds.name} under {view.id} trains and tests on the same "
                           f"images (one split); its test accuracy measures fitting, not "
                           f"recognition: use it as a cross target", highlight=False)
+        if "cross" in view.record:
+            _check_cross(ds, view, smallest, mode, req.show_progress)
         views.append((params, view))
     total = len(views) * len(classes) * len(req.seeds)
     written, i = [], 0
@@ -171,6 +175,28 @@ def run(req: RunRequest) -> list[Path]:
                       + (f" ({len(board['skipped'])} result files skipped, listed at its end)"
                          if board["skipped"] else ""), highlight=False)
     return written
+
+
+# Above this share of shared faces the target is the source, or a copy of it, by content.
+SAME_DATA_SHARE = 0.5
+
+
+def _check_cross(ds, view, size, mode, show) -> None:
+    """Refuse a cross target that holds the source's faces; count and say any it shares."""
+    target = view.record["cross"]["target"]
+    found = faces_shared(view.test, ds, size, mode, show)
+    view.record["cross"]["faces_shared"] = found
+    n, shared = found["test_faces"], found["shared"]
+    if not shared:
+        return
+    where = ", ".join(f"{c:,} {s}" for s, c in found["per_source_split"].items() if c)
+    if shared >= SAME_DATA_SHARE * n:
+        raise ConfigError(f"protocol cross: {shared:,} of {n:,} {target} test faces are also "
+                          f"{ds.name} faces ({where}): the same faces, so a cross-dataset "
+                          f"score would be a within-dataset one")
+    console.print(f"warning: {shared:,} of {n:,} {target} test faces are also {ds.name} faces "
+                  f"({where}); they stay in the test set and the result records the count",
+                  highlight=False)
 
 
 def _flag_overrides(req: RunRequest, params: dict, ds) -> dict:

@@ -413,3 +413,49 @@ def test_a_data_folder_is_one_run_however_it_is_spelled(tmp_path, monkeypatch):
     roots = {RunRequest(dataset="imagefolder", data_root=s, target_root=s).data_root
              for s in spellings}
     assert roots == {str((tmp_path / "data").resolve())}
+
+
+# --- cross-dataset: the target's faces against the source's ------------------------------
+
+def _faces(root, split, classes, first_seed, n=3):
+    from conftest import write_image
+
+    for c in classes:
+        for i in range(n):
+            write_image(root / split / c / f"{c}{i}.png", first_seed + 10 * i + len(c), size=24)
+
+
+CROSS = ["run", "--method", "baseline", "--dataset", "imagefolder", "--protocol", "cross",
+         "--target", "imagefolder", "--epochs", "1", "--batch-size", "4", "--device", "cpu",
+         "--preset", "quick"]
+
+
+def test_a_cross_target_holding_the_source_faces_is_refused_whatever_its_name(tmp_path):
+    """A copy of the source's own test faces in another folder is the source, not a target."""
+    src = tmp_path / "src"
+    _faces(src, "train", ["happy", "sad"], 0)
+    _faces(src, "test", ["happy", "sad"], 1000)
+    copy = tmp_path / "copy"
+    shutil.copytree(src / "test", copy / "test")
+    _faces(copy, "train", ["happy", "sad"], 2000)
+    line = _refused([*CROSS, "--data-root", str(src), "--target-root", str(copy)],
+                    tmp_path / "out", "protocol cross: 6 of 6 imagefolder test faces are also "
+                                      "imagefolder faces (6 test): the same faces")
+    assert "within-dataset" in line
+
+
+def test_a_cross_target_sharing_a_few_source_faces_runs_and_records_them(tmp_path):
+    src = tmp_path / "src"
+    _faces(src, "train", ["happy", "sad"], 0)
+    _faces(src, "test", ["happy", "sad"], 1000)
+    target = tmp_path / "target"
+    _faces(target, "test", ["happy", "sad"], 3000)
+    shutil.copy(src / "train" / "sad" / "sad0.png", target / "test" / "sad" / "copied.png")
+    res = CliRunner().invoke(cli, [*CROSS, "--data-root", str(src), "--target-root",
+                                   str(target), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "warning: 1 of 7 imagefolder test faces are also imagefolder faces (1 train)" \
+        in res.output
+    [rec] = [json.loads(p.read_text()) for p in _results(tmp_path / "out")]
+    assert rec["protocol"]["record"]["cross"]["faces_shared"] == {
+        "test_faces": 7, "shared": 1, "per_source_split": {"train": 1, "test": 0}}

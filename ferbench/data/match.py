@@ -85,3 +85,18 @@ def same_images(query: np.ndarray, pool: np.ndarray, tolerance: float = TOLERANC
             if bounds[j + 1] > bounds[j]:
                 out[start + j] = pi[bounds[j]:bounds[j + 1]].astype(np.int64)
     return out
+
+
+def found_in(query: np.ndarray, pool: np.ndarray, tolerance: float = TOLERANCE,
+             pixels_per_chunk: int = 2 ** 25) -> np.ndarray:
+    """Which query images have a match in `pool`, reading the pool a bounded chunk at a time
+    (an AffectNet-sized pool never sits in memory as floats)."""
+    found = np.zeros(len(query), dtype=bool)
+    step = max(1, pixels_per_chunk // max(1, int(np.prod(pool.shape[1:]))))
+    for start in range(0, len(pool), step):
+        todo = np.flatnonzero(~found)
+        if not len(todo):
+            break
+        hits = same_images(query[todo], pool[start:start + step], tolerance)
+        found[todo[[len(h) > 0 for h in hits]]] = True
+    return found

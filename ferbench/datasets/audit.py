@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..data.cache import load_cached
+from ..data.match import found_in
 from ..labels import CLASSES
 from .base import Dataset
+from .samples import Samples
 
 # A face whose decoded pixels barely vary carries no expression (FER2013 has several).
 BLANK_STD = 2.0
@@ -67,14 +69,10 @@ def audit(dataset: Dataset, size: int = 48, mode: str = "L", show_progress=None)
         if len(set(labels)) > 1:
             report.conflicting.append(group)
     for split in roles:
-        images = cached[split].images
-        for start in range(0, len(images), 4096):
-            block = np.asarray(images[start:start + 4096], dtype=np.float32)
-            std = block.reshape(len(block), -1).std(axis=1)
-            for j in np.flatnonzero(std < BLANK_STD):
-                i = start + int(j)
-                report.near_blank.append({"id": dataset.splits[split].ids[i], "split": split,
-                                          "std": round(float(std[j]), 3)})
+        std = pixel_std(cached[split].images)
+        for i in np.flatnonzero(std < BLANK_STD):
+            report.near_blank.append({"id": dataset.splits[split].ids[int(i)], "split": split,
+                                      "std": round(float(std[i]), 3)})
     return report
 
 
@@ -84,3 +82,29 @@ def leaked_test_indices(report: AuditReport, dataset: Dataset) -> np.ndarray:
               if s == dataset.test}
     ids = dataset.splits[dataset.test].ids
     return np.asarray([k for k, i in enumerate(ids) if i in leaked], dtype=np.int64)
+
+
+def faces_shared(test: Samples, source: Dataset, size: int, mode: str,
+                 show_progress=None) -> dict:
+    """How many of `test`'s faces (near-blank ones left out) also occur in `source`, up to
+    re-encoding noise, in all and per role split: what a cross-dataset protocol must not
+    test on."""
+    images = load_cached(test, size, mode, show_progress=show_progress).images
+    faces = np.flatnonzero(pixel_std(images) >= BLANK_STD)
+    query = np.asarray(images[faces])
+    found = {split: found_in(query, cached.images)
+             for split, cached in split_hashes(source, size, mode, show_progress).items()}
+    anywhere = np.zeros(len(faces), dtype=bool)
+    for f in found.values():
+        anywhere |= f
+    return {"test_faces": int(len(faces)), "shared": int(anywhere.sum()),
+            "per_source_split": {s: int(f.sum()) for s, f in found.items()}}
+
+
+def pixel_std(images: np.ndarray, block: int = 4096) -> np.ndarray:
+    """Each image's standard deviation over its pixels, a block of images at a time."""
+    out = np.zeros(len(images), dtype=np.float64)
+    for start in range(0, len(images), block):
+        x = np.asarray(images[start:start + block], dtype=np.float32)
+        out[start:start + len(x)] = x.reshape(len(x), -1).std(axis=1)
+    return out
