@@ -1,7 +1,8 @@
 """Input pipeline, training throughput and memory: ferbench against the usual loop, side by side.
 
     python benchmarks/bench_pipeline.py [--fer2013 ../shared/data/fer2013.tar.gz]
-        [--sizes 48,112] [--steps 30] [--scale 10000,100000,1000000] [--json out.json]
+        [--sizes 48,112] [--steps 30] [--rounds 3] [--scale 10000,100000,1000000]
+        [--json out.json]
 
 On the real FER2013 train split (the image-folder export), at each size:
 (a) augmented images/s of the input pipeline alone: torchvision ImageFolder +
@@ -10,7 +11,9 @@ On the real FER2013 train split (the image-folder export), at each size:
 (b) training images/s of ResNet-18 at batch 64: the plain fp32 loop, the
     ferbench engine at default settings (precision and channels-last `auto`),
     and the model alone stepping on one batch already in memory, in plain fp32
-    and in the engine's precision and memory format (the limit);
+    and in the engine's precision and memory format (the limit); each timed over
+    `--steps` batches after a warm-up (the engine: its second epoch), in
+    `--rounds` interleaved rounds, ratios taken within a round, medians reported;
 (c) peak anonymous resident memory (Pss_Anon: not file-backed, so the page cache
     and the memory-mapped image cache do not count) of each of those paths, each
     run in its own process (DataLoader workers included), and the decoded
@@ -187,13 +190,13 @@ def engine_throughput(root: Path, size: int, steps: int, device: torch.device) -
 
     ds = open_dataset(registry().get("datasets", "fer2013"), root)
     view = finish_view(Clean().apply(ds, {}), {})
-    keep = np.random.default_rng(0).choice(len(view.train), (steps + 2) * BATCH, replace=False)
+    keep = np.random.default_rng(0).choice(len(view.train), steps * BATCH, replace=False)
     view.train, view.train_labels = view.train.subset(keep), view.train_labels[keep]
     view.test, view.test_labels = view.test.subset(np.arange(64)), view.test_labels[:64]
-    # On a GPU the first epoch also pays cuDNN's algorithm search: time the second.
-    epochs = 2 if device.type == "cuda" else 1
+    # The first epoch warms up (first steps, allocator, on a GPU cuDNN's algorithm search)
+    # as the other paths' warm-up batches do: time the second.
     cfg = compose_run("baseline", Baseline, "paper",
-                      {"method.image_size": size, "method.epochs": epochs,
+                      {"method.image_size": size, "method.epochs": 2,
                        "method.batch_size": BATCH}, [])
     mcfg = to_method_config(Baseline, cfg)
     precision = resolve_precision("auto", device)
@@ -316,14 +319,14 @@ def mib(b: int) -> float:
 
 
 def compare_size(root: Path, size: int, steps: int, env: dict, common: list[str],
-                 workers: list[int]) -> dict:
+                 workers: list[int], rounds: int) -> dict:
     r: dict = {}
 
     def measure(name: str, key: str | None = None) -> float:
         ans, peak = run_child([name, "--root", str(root), "--size", str(size),
                                "--steps", str(steps), *common], env)
         r[key or name] = ans["ips"]
-        r[f"anon_mib_{key or name}"] = mib(peak)
+        r[f"anon_mib_{key or name}"] = max(mib(peak), r.get(f"anon_mib_{key or name}", 0.0))
         if "gpu_peak_mib" in ans:
             r[f"gpu_mib_{key or name}"] = ans["gpu_peak_mib"]
         return ans["ips"]
@@ -337,12 +340,26 @@ def compare_size(root: Path, size: int, steps: int, env: dict, common: list[str]
         best = max(best, (measure(f"pipeline_plain_w{w}"), w))
     r["pipeline_plain_best"], r["plain_best_workers"] = best
     r["pipeline_ratio"] = r["pipeline_ferbench"] / best[0]
-    measure(f"train_plain_fp32_w{best[1]}", "train_plain_fp32")
-    measure("model_alone_fp32")
-    measure("model_alone_engine")  # the engine's precision and memory format: the limit
-    measure("train_engine")
-    r["engine_vs_limit"] = r["train_engine"] / r["model_alone_engine"]
-    r["engine_vs_plain_fp32"] = r["train_engine"] / r["train_plain_fp32"]
+    # Shared cores drift by tens of percent over minutes: the training paths run in
+    # interleaved rounds, each ratio is taken within a round, and the medians are reported.
+    paths = [(f"train_plain_fp32_w{best[1]}", "train_plain_fp32"),
+             ("model_alone_fp32", None),
+             ("model_alone_engine", None),  # the engine's precision and memory format: the limit
+             ("train_engine", None)]
+    per_round = []
+    for i in range(rounds):
+        round_ = {}
+        for name, key in paths:
+            measure(name, key)
+            round_[key or name] = r[key or name]
+        round_["engine_vs_limit"] = round_["train_engine"] / round_["model_alone_engine"]
+        round_["engine_vs_plain_fp32"] = round_["train_engine"] / round_["train_plain_fp32"]
+        per_round.append(round_)
+        print(f"  round {i + 1}/{rounds}: " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                     round_.items()), flush=True)
+    for k in per_round[0]:
+        r[k] = float(np.median([x[k] for x in per_round]))
+    r["rounds"] = per_round
     return r
 
 
@@ -374,6 +391,8 @@ def main(argv=None):
     ap.add_argument("--fer2013", default=str(here.parent / "shared/data/fer2013.tar.gz"))
     ap.add_argument("--sizes", default="48,112")
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds of the training paths (b); medians are reported")
     ap.add_argument("--scale", default="10000,100000,1000000",
                     help="synthfer training-set sizes for (d); empty to skip")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -407,12 +426,13 @@ def main(argv=None):
     out = {"cores": os.cpu_count(), "torch": torch.__version__, "batch": BATCH,
            "device": describe(device), "engine_precision": precision, "sizes": {}}
     for size in [int(s) for s in args.sizes.split(",") if s]:
-        r = compare_size(root, size, args.steps, env, common, workers)
+        r = compare_size(root, size, args.steps, env, common, workers, args.rounds)
         out["sizes"][size] = r
         print(f"\n{size} px (batch {BATCH}, {out['cores']} cores, {out['device']['name']}, "
               f"engine precision {precision})", flush=True)
         for k, v in r.items():
-            print(f"  {k:32s} {v:10.2f}" if isinstance(v, float) else f"  {k:32s} {v:>10}")
+            if k != "rounds":
+                print(f"  {k:32s} {v:10.2f}" if isinstance(v, float) else f"  {k:32s} {v:>10}")
     if args.scale:
         print("\n(d) one epoch of ferbench run on cached synthfer, 48 px, one-layer model")
         out["scale"] = scale([int(n) for n in args.scale.split(",")], env)
