@@ -3,7 +3,9 @@
 The public surface for plugin authors is this module: `hookimpl`, the method
 contract (`Method`, `MethodConfig`, `Prediction`, `OptimizerSpec`, `Phase`,
 `PerSample`), `RunContext`, `split_epochs` (stage lengths as fractions of the
-epochs), the errors a plugin raises for bad input, and `__version__`.
+epochs), the errors a plugin raises for bad input, and `__version__`. A dataset
+plugin also uses `ferbench.datasets` (`DatasetAdapter`, `Dataset`, `Samples`,
+`FileSource`, `ArraySource`) and `ferbench.labels` (`CLASSES`, `canonical`).
 """
 
 __version__ = "0.1.0"

@@ -26,7 +26,9 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except KeyboardInterrupt:
-            click.echo("ferbench: interrupted", err=True)
+            hint = (" (the same command with --resume continues from the last finished epoch)"
+                    if ctx.invoked_subcommand == "run" else "")
+            click.echo(f"ferbench: interrupted{hint}", err=True)
             ctx.exit(130)
         except BrokenPipeError:  # `ferbench list | head`: the reader left, nothing to report
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -41,15 +43,18 @@ class _Group(click.Group):
 
 
 def _origin(e: BaseException) -> str:
-    """Where a bug surfaced: the innermost frame outside torch and numpy, often a plugin's."""
+    """Where a bug surfaced: the innermost frame outside torch and numpy, often a plugin's,
+    named by its module, so a plugin's fault names the plugin."""
     import traceback
 
-    frames = [f for f in traceback.extract_tb(e.__traceback__)
-              if not any(f"{os.sep}{lib}{os.sep}" in f.filename for lib in ("torch", "numpy"))]
+    frames = [(f.f_globals.get("__name__", "?"), f.f_code, line)
+              for f, line in traceback.walk_tb(e.__traceback__)
+              if not any(f"{os.sep}{lib}{os.sep}" in f.f_code.co_filename
+                         for lib in ("torch", "numpy"))]
     if not frames:
         return ""
-    f = frames[-1]
-    return f" in {os.path.basename(f.filename)}:{f.lineno} ({f.name})"
+    module, code, line = frames[-1]
+    return f" in {module} ({os.path.basename(code.co_filename)}:{line}, {code.co_name})"
 
 
 @click.group(cls=_Group)

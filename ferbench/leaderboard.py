@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 
 from . import noise_report, plots
 from .results import check_writable, read_results, write_bytes
@@ -21,9 +23,11 @@ GROUPING = (
     "runs are averaged only when they share everything but the training seed: the group is "
     "(dataset, protocol id with its parameters, noise file hash, method name, config hash). "
     "Runs on different noise files never share a cell: a protocol run on several noise files "
-    "gets one column per file, suffixed with # and the file's hash. A method with several "
-    "config hashes gets one row per config, named by the config keys (method.\\*, engine.\\*) "
-    "in which they differ; keys named seed never name a variant.")
+    "gets one column per file, suffixed with # and the file's hash; one protocol on several "
+    "test sets (other dataset options) gets one column per test set, named by the options. "
+    "A method with several config hashes gets one row per config, named by the config keys "
+    "in which they differ (method.\\* and engine.\\* first, then data.\\*); keys named seed "
+    "never name a variant.")
 CELLS = (
     "mean ± sample standard deviation (ddof=1) over training seeds, n = number of seeds with "
     "the value; accuracies, F1, AUROC, precision, recall, memorisation and ECE in %. Bold: "
@@ -47,6 +51,27 @@ def _get(*path, text: bool = False):
         return (r if isinstance(r, str) else None) if text else _num(r)
     return get
 
+
+def _shown(*path):
+    """A getter for a nested record field shown as text (a number too), else None."""
+    def get(r):
+        for part in path:
+            r = r.get(part) if isinstance(r, dict) else None
+        return None if r is None or isinstance(r, (dict, list)) else str(r)
+    return get
+
+
+# What a row's figures cost: the same method at another budget is another row, and the
+# reader should not have to open result files to see why two rows differ.
+RUN = [("preset", _shown("method", "preset"), TEXT),
+       ("backbone", _shown("config", "method", "backbone"), TEXT),
+       ("image size", _shown("config", "method", "image_size"), TEXT),
+       ("epochs", _shown("config", "method", "epochs"), TEXT),
+       ("batch", _shown("config", "method", "batch_size"), TEXT),
+       ("training faces", _shown("dataset", "n_train"), TEXT),
+       ("device", _shown("device", "type"), TEXT),
+       ("precision", _shown("precision"), TEXT),
+       ("wall time (s)", _get("wall_time_s"), Spec(1, 0, 0))]
 
 # Per-protocol tables: (column header, metrics key or getter, Spec).
 CALIBRATION = [("ECE (%)", "test_ece", PCT_LOW), ("NLL", "test_nll", Spec(1, 3, -1)),
@@ -128,17 +153,20 @@ class _Board:
             self.groups[r["_col"], r["_row"]].append(r)
 
     def _columns(self) -> dict:
-        by_id = defaultdict(list)
+        by_id, data = defaultdict(list), {}
         for r in self.records:
             p, noise = r["protocol"], _noise(r["protocol"]) or {}
             params = p.get("params") if isinstance(p.get("params"), dict) else {}
             if noise.get("hash"):   # the hash identifies the noisy labels; where files lay does not
                 params = {k: v for k, v in params.items()
                           if k != "path" and not k.endswith("_root")}
+            # Accuracies on different test sets (other dataset options) never share a column.
+            test_set = str((r["dataset"].get("fingerprints") or {}).get("test", ""))
             r["_col"] = (r["key"]["protocol"], json.dumps(params, sort_keys=True, default=str),
-                         str(noise.get("hash", "")))
+                         str(noise.get("hash", "")), test_set)
             if r["_col"] not in self.proto:
                 self.proto[r["_col"]] = p
+                data[r["_col"]] = _flatten({"data": (r.get("config") or {}).get("data")})
                 by_id[r["key"]["protocol"]].append(r["_col"])
         labels = {}
         for pid, keys in by_id.items():
@@ -147,8 +175,12 @@ class _Board:
                 if len({k[2] for k in keys}) > 1:
                     labels[key] += f" #{key[2][:6] or 'none'}"
                 same = [_flatten(json.loads(k[1])) for k in keys if k[2] == key[2]]
-                if len(same) > 1:   # one noise file, other parameters (e.g. val_fraction)
+                if len(set(map(json.dumps, same))) > 1:   # one noise file, other parameters
                     labels[key] += f" [{_pairs(_flatten(json.loads(key[1])), _differing(same))}]"
+                tests = [k for k in keys if k[1:3] == key[1:3]]
+                if len(tests) > 1:   # one protocol on several test sets
+                    named = _pairs(data[key], _differing([data[k] for k in tests]))
+                    labels[key] += f" [{named or 'test set ' + key[3][:6]}]"
         # A one-split dataset: its "test" accuracy is a training figure.
         prints = [(r["_col"], r["dataset"].get("fingerprints") or {}) for r in self.records]
         for key in {k for k, f in prints if f.get("train") and f["train"] == f.get("test")}:
@@ -180,17 +212,14 @@ class _Board:
 
 
 def _variant_names(method: str, configs: dict) -> dict:
-    """Row -> `method (key=value, ...)` over the keys in which the variants' configs differ:
-    method.* and engine.* first, the rest of the config (but the protocol) if those agree."""
+    """Row -> `method (key=value, ...)` over the keys in which the variants' configs differ
+    (all but the protocol section), method.* and engine.* first."""
     if len(configs) == 1:
         return {row: method for row in configs}
-    for sections in (("method", "engine"), None):
-        flat = {row: _flatten({s: v for s, v in c.items()
-                               if s != "protocol" and (not sections or s in sections)})
-                for row, c in configs.items()}
-        keys = _differing(list(flat.values()))
-        if keys:
-            break
+    flat = {row: _flatten({s: v for s, v in c.items() if s != "protocol"})
+            for row, c in configs.items()}
+    keys = sorted(_differing(list(flat.values())),
+                  key=lambda k: (not k.startswith(("method.", "engine.")), k))
     names = {row: f"{method} ({_pairs(f, keys) or 'config ' + row[1]})" for row, f in flat.items()}
     if len(set(names.values())) < len(names):   # keys were cut short: add the config hash
         names = {row: f"{n[:-1]}, config {row[1]})" for row, n in names.items()}
@@ -232,6 +261,9 @@ def _table(title, rows, columns, cells, specs) -> Table | None:
 def _tables(b: _Board) -> dict:
     metric = lambda key: _get("metrics", key)  # noqa: E731
     t = {"main": _grid(b, "Test accuracy, final epoch (%)", metric("test_acc")),
+         "majority": _majority(b),
+         "runs": _per_protocol(b, list(b.columns), "What each row ran (over all its runs; "
+                                                   "a/b: runs differ)", RUN),
          "oracle": _grid(b, "Oracle: best test-epoch accuracy (%), chosen on the test set; not "
                             "comparable with the final-epoch table", _get("oracle", "test_acc")),
          "selected": _grid(b, "Validation-selected test accuracy (%)",
@@ -254,6 +286,22 @@ def _tables(b: _Board) -> dict:
     size = [("params", "params", SIZE), ("FLOPs / image", "flops_per_image", SIZE)]
     t["size"] = _per_protocol(b, list(b.columns), "Model size (parameters, FLOPs per image)", size)
     return t
+
+
+def _majority(b: _Board) -> dict:
+    """Per column, the most frequent scored test class and its share: what a constant guess
+    scores, the floor to read an accuracy against (CK+ as a cross target is two-thirds
+    neutral)."""
+    out = {}
+    for col, label in b.columns.items():
+        for r in (r for r in b.records if r["_col"] == col):
+            counts = np.asarray(r.get("confusion") or [], dtype=float).sum(axis=1)
+            names = r.get("classes_scored") or r["dataset"].get("classes") or []
+            if len(counts) and counts.sum() and len(names) == len(counts):
+                top = int(counts.argmax())
+                out[label] = (str(names[top]), float(counts[top] / counts.sum()))
+                break
+    return out
 
 
 def _noise_series(b: _Board) -> dict:
@@ -310,7 +358,15 @@ def _load(results_dir: Path):
 def _section(dataset: str, tables: dict, pngs: list, out: Path) -> list:
     lines = [f"## {escape(dataset)}", ""]
     for name, t in tables.items():
-        if name == "label_noise":
+        if name == "majority":
+            same = defaultdict(list)  # columns on one test set are named together
+            for label, (c, share) in t.items():
+                same[c, f"{100 * share:.2f}"].append(escape(label))
+            if same:
+                lines += ["A constant guess of the most frequent test class scores: "
+                          + "; ".join(f"{', '.join(labels)}: {escape(c)}, {pct} %"
+                                      for (c, pct), labels in same.items()) + ".", ""]
+        elif name == "label_noise":
             if t:
                 lines += ["### Training labels under each noisy protocol", ""]
             for label, summary in t.items():
@@ -329,14 +385,25 @@ def _section(dataset: str, tables: dict, pngs: list, out: Path) -> list:
     return lines
 
 
+def _plots_of(md: Path) -> set:
+    """The PNG files an earlier leaderboard.md in this folder links to."""
+    try:
+        text = md.read_text()
+    except (OSError, UnicodeDecodeError):
+        return set()
+    found = (md.parent / link for link in re.findall(r"!\[[^\]]*\]\(([^()\s]+\.png)\)", text))
+    return {p.resolve() for p in found if p.resolve().parent == md.parent.resolve()}
+
+
 def build_leaderboard(results_dir, out_dir=None, *, with_plots: bool = True) -> dict:
     """Write `leaderboard.md` and its PNG plots into `out_dir` (default: `results_dir`).
 
     Returns ``{"markdown": path, "plots": [paths], "tables": {dataset: {name: ...}},
-    "n_read": int, "skipped": [(path, reason)]}``. Per dataset, main, oracle, selected,
+    "n_read": int, "skipped": [(path, reason)]}``. Per dataset, main, runs, oracle, selected,
     mean_class_acc, macro_f1 and size are a Table (None where no run has the figure);
     calibration, noise, ambiguity, ensemble and per_class map a protocol label to a Table;
-    label_noise maps a noisy protocol's label to its noise file's summary (noise_report).
+    label_noise maps a noisy protocol's label to its noise file's summary (noise_report);
+    majority maps a protocol's label to (its most frequent test class, that class's share).
     Cells hold raw values (fractions), so the arithmetic can be checked.
     """
     results_dir = Path(results_dir)
@@ -369,6 +436,9 @@ def build_leaderboard(results_dir, out_dir=None, *, with_plots: bool = True) -> 
         lines += ["## Skipped files", ""]
         lines += [f"- {escape(p)}: {escape(why)}" for p, why in skipped] + [""]
     md = out / "leaderboard.md"
+    stale = _plots_of(md) - {p.resolve() for p in pngs}
     write_bytes(md, "\n".join(lines).encode())
+    for p in stale:  # the previous leaderboard's plots that this one did not redraw
+        p.unlink(missing_ok=True)
     return {"markdown": md, "plots": pngs, "tables": tables, "n_read": len(records),
             "skipped": skipped}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import sys
@@ -12,6 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+try:
+    import fcntl
+except ImportError:  # not on Windows
+    fcntl = None
 
 from . import __version__
 from .config import as_dict, compose_run, to_method_config
@@ -166,7 +172,8 @@ def run(req: RunRequest) -> list[Path]:
                 i += 1
                 path = run_one(req, out, ds, mode, params, view, name, cls, preset,
                                seed, f"[{i}/{total}]")
-                written.append(path)
+                if path is not None:  # None: another process is running it
+                    written.append(path)
     if req.leaderboard:
         from .leaderboard import build_leaderboard
 
@@ -236,7 +243,7 @@ def _check_engine(engine) -> None:
         raise ConfigError(f"engine.select={engine.select!r}: must be final or val")
 
 
-def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> Path:
+def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> Path | None:
     cfg = compose_run(name, cls, preset, _flag_overrides(req, params, ds), req.overrides)
     mcfg = to_method_config(cls, cfg)
     _check_engine(cfg.engine)
@@ -278,9 +285,18 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
             return result_path
         console.print(f"{label}: the stored result is unreadable, running it again",
                       highlight=False)
-    console.print(f"{label} · {precision} on {device.type}", highlight=False)
     check_writable(key.folder(out))  # a file in the way fails now, not after training
-    with _removed_if_left_empty(key.folder(out), out):
+    with _removed_if_left_empty(key.folder(out), out), \
+            _claimed(key.stem(out).with_suffix(".lock")) as mine:
+        if not mine:
+            console.print(f"{label}: another ferbench process is running it, skipped",
+                          highlight=False)
+            return None
+        if result_path.exists() and not req.force and _readable(result_path):
+            console.print(f"{label}: stored by another ferbench process meanwhile, skipped",
+                          highlight=False)
+            return result_path
+        console.print(f"{label} · {precision} on {device.type}", highlight=False)
         t0 = time.time()
         # A weights.pt that ferbench wrote (it carries its run key) restores the whole model;
         # any other checkpoint goes into each backbone the method builds.
@@ -331,6 +347,34 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
                          if m.get("train_noise_auroc") is not None else "")
                       + f" · {record['wall_time_s']:.0f} s → {result_path}", highlight=False)
     return result_path
+
+
+@contextmanager
+def _claimed(lock: Path):
+    """True while this process alone runs the key (an advisory lock the kernel releases when
+    the process dies, however it dies); False when another process holds it."""
+    if fcntl is None:  # no flock (Windows): runs are not coordinated
+        yield True
+        return
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            yield False
+            return
+        try:  # the file locked must still be the one at `lock`, not one its holder removed
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield True
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
 
 
 @contextmanager

@@ -204,3 +204,17 @@ def test_running_on_a_one_split_dataset_warns_that_train_and_test_are_the_same(t
     assert ("warning: jaffe under clean trains and tests on the same images (one split); its "
             "test accuracy measures fitting, not recognition: use it as a cross target") \
         in res.stderr.splitlines()
+
+
+def test_a_16_bit_grey_png_reads_as_the_same_face_in_8_bits_not_white(tmp_path):
+    from PIL import Image
+
+    from ferbench.datasets.samples import FileSource
+
+    face16 = (np.arange(48 * 48).reshape(48, 48) * 28).astype(np.uint16)  # 0 .. 64,484
+    Image.fromarray(face16).save(tmp_path / "deep.png")
+    Image.fromarray(np.rint(face16 / 257).astype(np.uint8)).save(tmp_path / "plain.png")
+    deep, plain = (FileSource(tmp_path, [n]).read(0) for n in ("deep.png", "plain.png"))
+    assert deep.dtype == np.uint8 and deep.shape == (48, 48)
+    np.testing.assert_array_equal(deep, plain)
+    assert deep.mean() < 130  # PIL's convert("L") clips: this face would read as white

@@ -386,3 +386,68 @@ def test_a_column_trained_and_tested_on_the_same_images_says_so(tmp_path):
     save(tmp_path, same)
     t = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]
     assert t["main"].columns == ["clean (tested on its training images)"]
+
+
+def test_a_reader_sees_what_budget_each_row_trained_with(tmp_path):
+    """Two methods at other budgets: the leaderboard says so beside the accuracy table."""
+    for seed, wall in ((0, 60.0), (1, 80.0)):
+        r = record(seed=seed, method_cfg={"backbone": "ferbench_resnet_tiny", "image_size": 48,
+                                          "epochs": 10, "batch_size": 64})
+        r["wall_time_s"] = wall
+        save(tmp_path, r)
+    man = record(method="man", method_cfg={"backbone": "ferbench_resnet_tiny",
+                                           "image_size": 48, "epochs": 4, "batch_size": 64})
+    man["dataset"]["n_train"] = 54
+    save(tmp_path, man)
+    board = build_leaderboard(tmp_path, with_plots=False)
+    runs = board["tables"]["synthfer"]["runs"]
+    assert runs.text("baseline", "epochs") == "10" and runs.text("man", "epochs") == "4"
+    assert runs.text("baseline", "training faces") == "60"
+    assert runs.text("man", "training faces") == "54"
+    assert runs.text("baseline", "wall time (s)") == "70 ± 14 (n=2)"
+    md = board["markdown"].read_text()
+    assert md.index("### Test accuracy, final epoch") < md.index("### What each row ran")
+    assert "| baseline | quick    | ferbench\\_resnet\\_tiny | 48" in md
+
+
+def test_each_column_says_what_a_constant_guess_of_its_commonest_class_scores(tmp_path):
+    save(tmp_path, record())  # confusion rows 10/10/10: any class, a third
+    skewed = record(proto=protocol("cross-ckplus", label="cross→ckplus"), acc=0.7)
+    skewed["confusion"] = [[60, 2, 3], [5, 20, 0], [4, 1, 5]]  # 65 of 100 neutral
+    skewed["classes_scored"] = ["neutral", "happy", "sad"]
+    save(tmp_path, skewed)
+    board = build_leaderboard(tmp_path, with_plots=False)
+    assert board["tables"]["synthfer"]["majority"] == {
+        "clean": ("neutral", pytest.approx(1 / 3)), "cross→ckplus": ("neutral", 0.65)}
+    assert ("A constant guess of the most frequent test class scores: clean: neutral, 33.33 %; "
+            "cross→ckplus: neutral, 65.00 %.") in board["markdown"].read_text()
+
+
+def test_one_protocol_on_two_test_sets_is_two_columns_and_two_rows_named_by_the_option(tmp_path):
+    """AffectNet with classes=7 and classes=8 tests on other faces: never one column, no bold."""
+    for classes, acc in ((7, 0.8), (8, 0.6)):
+        r = record(acc=acc)
+        r["config"]["data"] = {"image_size": 32, "options": {"classes": classes}}
+        r["key"]["config_hash"] = f"{classes}" * 10
+        r["dataset"]["fingerprints"]["test"] = f"test-{classes}"
+        save(tmp_path, r)
+    main = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]["main"]
+    assert main.columns == ["clean [data.options.classes=7]", "clean [data.options.classes=8]"]
+    assert main.rows == ["baseline (data.options.classes=7)", "baseline (data.options.classes=8)"]
+    assert main.cell("baseline (data.options.classes=8)", "clean [data.options.classes=7]") is None
+    assert main.best("clean [data.options.classes=7]") == set()
+
+
+def test_a_rebuilt_leaderboard_removes_the_plots_it_no_longer_shows(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "board"
+    first = save(results, record(dataset="alpha"))
+    old = build_leaderboard(results, out)["plots"]
+    assert old and all(p.exists() for p in old)
+    mine = out / "notes.png"  # a file the leaderboard never wrote stays
+    mine.write_bytes(PNG_MAGIC)
+    first.unlink()
+    save(results, record(dataset="beta"))
+    new = build_leaderboard(results, out)["plots"]
+    assert new and all(p.exists() for p in new)
+    assert not any(p.exists() for p in old if p not in new)
+    assert mine.exists()

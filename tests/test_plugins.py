@@ -448,3 +448,75 @@ def test_ferbench_list_json_shows_builtins_and_every_plugin_of_this_repository()
     for name, row in discovered.items():
         assert row["errors"] == [], f"{name}: {row['errors']}"
         assert row["registered"], f"{name} registers nothing"
+
+
+# --- a dataset plugin's faults reach the user as the built-ins' do ---------------------------
+
+FAULTY_FACES = """
+    import numpy as np
+    from ferbench import hookimpl
+    from ferbench.datasets.base import Dataset, DatasetAdapter
+    from ferbench.datasets.samples import ArraySource, Samples
+
+    CLASSES = ("neutral", "happiness")
+
+    class FaultyFaces(DatasetAdapter):
+        name = "faulty-faces"
+        layouts = {"arrays": "made in memory"}
+        options = {"fault": ""}
+        needs_root = False
+
+        def detect(self, root):
+            return ["arrays"]
+
+        def open(self, root, layout, options):
+            rng = np.random.default_rng(0)
+
+            def split(name, n):
+                ids = [f"{name}/{i}.png" for i in range(n)]
+                if options["fault"] == "duplicate":
+                    ids[-1] = ids[0]
+                images = rng.integers(0, 256, (n, 16, 16), dtype=np.uint8)
+                return Samples(self.name, name, tuple(ids), ArraySource(images),
+                               np.arange(n) % 2, CLASSES)
+
+            if options["fault"] == "crash":
+                return {"label": 1}["emotion"]
+            splits = {"train": split("train", 8), "test": split("test", 4)}
+            if options["fault"] == "no-test":
+                del splits["test"]
+            return Dataset(self.name, root, layout, CLASSES, splits)
+
+    @hookimpl
+    def ferbench_register_datasets(register):
+        register("faulty-faces", FaultyFaces())
+"""
+
+
+@pytest.mark.parametrize("fault,message", [
+    ("no-test", "faulty-faces: no test split 'test' found (splits read: train)"),
+    ("duplicate", "faulty-faces: split 'train' lists 'train/0.png' twice"),
+])
+def test_a_dataset_plugin_reading_a_malformed_dataset_is_one_error_line(site, monkeypatch, fault,
+                                                                        message):
+    site.install("ferbench-faulty", "ferbench_faulty", FAULTY_FACES)
+    monkeypatch.setattr(plugins, "_REGISTRY", None)  # the CLI discovers plugins afresh
+    for command in (["data", "check", "faulty-faces"],
+                    ["run", "--dataset", "faulty-faces", "--epochs", "1", "--out", "unused"]):
+        res = CliRunner().invoke(cli, [*command, "-o", f"fault={fault}"])
+        assert res.exit_code == 2, (command, res.output)
+        errors = [line for line in res.stderr.splitlines() if "error" in line]
+        assert len(errors) == 1 and errors[0].startswith(f"ferbench: error: {message}"), \
+            res.stderr
+        assert "Traceback" not in res.output
+
+
+def test_a_bug_in_a_dataset_plugin_names_the_plugin_module(site, monkeypatch):
+    site.install("ferbench-faulty", "ferbench_faulty", FAULTY_FACES)
+    monkeypatch.setattr(plugins, "_REGISTRY", None)
+    res = CliRunner().invoke(cli, ["data", "check", "faulty-faces", "-o", "fault=crash"])
+    assert res.exit_code == 1
+    [line] = res.stderr.splitlines()[-1:]
+    assert re.fullmatch(r"ferbench: internal error in ferbench_faulty \(ferbench_faulty\.py:\d+, "
+                        r"open\): KeyError: 'emotion' \(run with --debug for the traceback\)",
+                        line), line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -62,9 +63,56 @@ def test_ferbench_list_names_every_plugin_of_this_repository():
 
     out = subprocess.run([sys.executable, "-c", "from ferbench.cli import main; main()", "list",
                           "--json"], capture_output=True, text=True, check=True).stdout
-    import json
-
     listed = {p["name"] for p in json.loads(out)["plugins"]}
     for pyproject in (README.parent / "plugins").glob("*/pyproject.toml"):
         name = tomllib.loads(pyproject.read_text())["project"]["name"]
         assert name in listed, f"{name} is in plugins/ but not discovered by ferbench list"
+
+
+def test_the_readme_dataset_plugin_example_reads_checks_and_trains(tmp_path, monkeypatch):
+    """Install the README's `ferbench-csvfaces` as written; audit, train, and refuse a bad row."""
+    from click.testing import CliRunner
+
+    from conftest import write_image
+    from ferbench.cli import cli
+
+    code = next(b for b in _blocks("python") if "class CsvFaces(DatasetAdapter)" in b)
+    toml = next(b for b in _blocks("toml") if 'name = "ferbench-csvfaces"' in b)
+    assert 'csvfaces = "ferbench_csvfaces"' in toml
+    src = tmp_path / "src" / "ferbench_csvfaces"
+    src.mkdir(parents=True)
+    (src / "__init__.py").write_text(code)
+    dist = tmp_path / "site" / "ferbench_csvfaces-0.1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ferbench-csvfaces\n"
+                                   "Version: 0.1.0\n")
+    (dist / "entry_points.txt").write_text("[ferbench]\ncsvfaces = ferbench_csvfaces\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "cache"))
+    import ferbench.plugins as plugins
+
+    monkeypatch.setattr(plugins, "_REGISTRY", None)
+    data = tmp_path / "faces"
+    rows = ["path,label,split"]
+    for i in range(24):
+        split, label = ("train" if i < 16 else "test"), ("happy", "sad", "angry")[i % 3]
+        write_image(data / "img" / f"{i}.png", i, size=32)
+        rows.append(f"img/{i}.png,{label},{split}")
+    (data / "faces.csv").write_text("\n".join(rows) + "\n")
+    runner = CliRunner()
+    check = runner.invoke(cli, ["data", "check", "csvfaces", "--data-root", str(data)])
+    assert check.exit_code == 0, check.output
+    run = runner.invoke(cli, ["run", "--dataset", "csvfaces", "--data-root", str(data),
+                              "--method", "baseline", "--preset", "quick", "--epochs", "1",
+                              "--batch-size", "8", "--device", "cpu",
+                              "--out", str(tmp_path / "out")])
+    assert run.exit_code == 0, run.output
+    [result] = (tmp_path / "out").rglob("seed0.json")
+    assert json.loads(result.read_text())["dataset"]["n_train"] == 16
+    (data / "faces.csv").write_text("\n".join([*rows[:3], "img/3.png,bored,train"]) + "\n")
+    bad = runner.invoke(cli, ["data", "check", "csvfaces", "--data-root", str(data)])
+    assert bad.exit_code == 2
+    assert bad.stderr.splitlines() == [
+        f"ferbench: error: {data / 'faces.csv'}:4: expected path,label,split with an emotion "
+        f"as the label"]

@@ -388,7 +388,8 @@ def test_a_run_that_fails_before_storing_leaves_no_empty_folders(tmp_path, monke
     assert res.exit_code == 1
     # a bug is one line naming where it surfaced (here the method's own step), not a traceback
     [line] = res.stderr.splitlines()[-1:]
-    assert re.fullmatch(r"ferbench: internal error in test_run_cli\.py:\d+ \(broken\): "
+    assert re.fullmatch(r"ferbench: internal error in test_run_cli \(test_run_cli\.py:\d+, "
+                        r"broken\): "
                         r"RuntimeError: a broken training step \(run with --debug for the "
                         r"traceback\)", line), line
     assert "Traceback" not in res.stderr
@@ -459,3 +460,41 @@ def test_a_cross_target_sharing_a_few_source_faces_runs_and_records_them(tmp_pat
     [rec] = [json.loads(p.read_text()) for p in _results(tmp_path / "out")]
     assert rec["protocol"]["record"]["cross"]["faces_shared"] == {
         "test_faces": 7, "shared": 1, "per_source_split": {"train": 1, "test": 0}}
+
+
+def test_a_run_another_process_is_training_is_skipped_not_trained_twice(tmp_path, monkeypatch):
+    import fcntl
+    import os
+
+    monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    assert _run(NOISE30, out).exit_code == 0
+    [path] = _results(out)
+    stored = path.read_bytes()
+    lock = path.with_suffix(".lock")
+    assert not lock.exists()  # a finished run leaves no lock behind
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as another process training this key holds it
+    try:
+        res = _run([*NOISE30, "--force"], out)
+        assert res.exit_code == 0, res.output
+        assert "another ferbench process is running it, skipped" in res.output
+        assert "test acc" not in res.output and path.read_bytes() == stored
+    finally:
+        os.close(fd)
+    res = _run([*NOISE30, "--force"], out)  # the lock released, as when that process ends
+    assert res.exit_code == 0 and "test acc" in res.output, res.output
+    assert not lock.exists()
+
+
+def test_an_interrupted_run_says_how_to_continue_it(tmp_path, monkeypatch):
+    import ferbench.runner
+
+    def interrupted(req):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ferbench.runner, "run", interrupted)
+    res = CliRunner().invoke(cli, ["run", *TINY, "--out", str(tmp_path)])
+    assert res.exit_code == 130
+    assert res.stderr.splitlines() == ["ferbench: interrupted (the same command with --resume "
+                                       "continues from the last finished epoch)"]

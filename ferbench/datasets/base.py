@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError, unknown_name
-from .samples import Samples
+from .samples import NumberedIds, Samples
 
 
 @dataclass
@@ -118,8 +118,25 @@ def open_dataset(adapter: DatasetAdapter, root: str | Path | None, layout: str |
                               f"{root_flag} {root}")
         layout = layout or next(iter(adapter.layouts))
     ds = adapter.open(root, layout, opts)
-    for split_name, samples in ds.splits.items():
-        if len(samples) == 0:
-            raise DataError(root or adapter.name, f"split {split_name!r} is empty")
+    _check_read(ds, root or adapter.name)
     ds.options = opts
     return ds
+
+
+def _check_read(ds: Dataset, where) -> None:
+    """What every command relies on, whichever adapter (built-in or a plugin's) read it."""
+    for role in ("train", "test", "val"):
+        name = getattr(ds, role)
+        if name is not None and name not in ds.splits:
+            found = ", ".join(ds.splits) or "none"
+            raise DataError(where, f"no {role} split {name!r} found (splits read: {found})")
+    for split_name, samples in ds.splits.items():
+        if len(samples) == 0:
+            raise DataError(where, f"split {split_name!r} is empty")
+        if isinstance(samples.ids, NumberedIds):
+            continue  # distinct by construction
+        if len(set(samples.ids)) < len(samples.ids):
+            seen = set()
+            twice = next(i for i in samples.ids if i in seen or seen.add(i))
+            raise DataError(where, f"split {split_name!r} lists {twice!r} twice: an id names "
+                                   f"one face (noise files and results refer to faces by id)")

@@ -214,9 +214,12 @@ class FileSource(ImageSource):
         try:
             with Image.open(path) as im:
                 im.load()
-                im = im.convert("L") if im.mode in ("L", "I;16", "I", "1", "P", "LA") and _is_grey(im) \
-                    else im.convert("RGB")
-                arr = np.asarray(im)
+                if im.mode.startswith("I") or im.mode == "F":
+                    arr = _deep_grey_to_uint8(im)
+                else:
+                    im = im.convert("L") if im.mode in ("L", "1", "P", "LA") and _is_grey(im) \
+                        else im.convert("RGB")
+                    arr = np.asarray(im)
         except FileNotFoundError:
             raise DataError(path, "image listed but missing") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
@@ -228,6 +231,15 @@ class FileSource(ImageSource):
     def __getstate__(self):
         return {"root": self.root, "paths": self.paths, "boxes": self.boxes,
                 "_sizes": None, "_stamp": None}
+
+
+def _deep_grey_to_uint8(im) -> np.ndarray:
+    """A 16-bit (or 32-bit, or float) grey image scaled to 8 bits. PIL's convert("L") clips
+    instead, which turns a 16-bit face white."""
+    arr = np.asarray(im, dtype=np.float64)
+    if im.mode.startswith("I;16") or (arr.size and arr.max() > 255):
+        arr = arr / 257.0  # 65535 -> 255
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
 
 
 def _is_grey(im) -> bool:
