@@ -350,8 +350,7 @@ def compare_size(root: Path, size: int, steps: int, env: dict, common: list[str]
     for i in range(rounds):
         round_ = {}
         for name, key in paths:
-            measure(name, key)
-            round_[key or name] = r[key or name]
+            round_[key or name] = measure(name, key)
         round_["engine_vs_limit"] = round_["train_engine"] / round_["model_alone_engine"]
         round_["engine_vs_plain_fp32"] = round_["train_engine"] / round_["train_plain_fp32"]
         per_round.append(round_)
