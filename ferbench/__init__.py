@@ -11,7 +11,7 @@ plugin also uses `ferbench.datasets` (`DatasetAdapter`, `Dataset`, `Samples`,
 __version__ = "0.1.0"
 
 from .context import RunContext  # noqa: E402
-from .engine import split_epochs  # noqa: E402
+from .method import split_epochs  # noqa: E402
 from .errors import ConfigError, DataError, FerbenchError  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 from .method import Method, MethodConfig, OptimizerSpec, PerSample, Phase, Prediction  # noqa: E402

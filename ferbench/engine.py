@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import time
@@ -18,22 +17,6 @@ from .data.augment import apply_view
 from .errors import ConfigError, DataError
 from .method import Method, OptimizerSpec, Phase, PerSample, Prediction
 from .progress import console, progress_bar
-
-
-def split_epochs(total: int, fractions) -> list[int]:
-    """Divide `total` epochs by `fractions` without ever rounding a stage with a share away."""
-    fractions = [float(f) for f in fractions]
-    s = sum(fractions)
-    raw = [total * f / s for f in fractions]
-    out = [max(1 if f > 0 and total >= len(fractions) else 0, int(math.floor(r))) for r, f in
-           zip(raw, fractions)]
-    while sum(out) < total:  # give leftovers to the largest remainders
-        i = max(range(len(raw)), key=lambda j: raw[j] - out[j])
-        out[i] += 1
-    while sum(out) > total:
-        i = max(range(len(out)), key=lambda j: out[j])
-        out[i] -= 1
-    return out
 
 
 def loss_read_interval(device: torch.device) -> int:

@@ -7,6 +7,7 @@ section 4 is the full contract.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -78,6 +79,23 @@ class Phase:
 
     name: str
     epochs: int
+
+
+def split_epochs(total: int, fractions) -> list[int]:
+    """Divide `total` epochs by `fractions` without ever rounding a stage with a share away."""
+    fractions = [float(f) for f in fractions]
+    s = sum(fractions)
+    raw = [total * f / s for f in fractions]
+    out = [max(1 if f > 0 and total >= len(fractions) else 0, int(math.floor(r))) for r, f in
+           zip(raw, fractions)]
+    while sum(out) < total:  # give leftovers to the largest remainders
+        i = max(range(len(raw)), key=lambda j: raw[j] - out[j])
+        out[i] += 1
+    while sum(out) > total:
+        i = max(range(len(out)), key=lambda j: out[j])
+        out[i] -= 1
+    return out
+
 
 
 class PerSample:

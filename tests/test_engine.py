@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ferbench.engine import split_epochs
+from ferbench.method import split_epochs
 from ferbench.runner import RunRequest, run
 from ferbench.testing import check_method
 
