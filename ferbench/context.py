@@ -1,4 +1,5 @@
-"""`RunContext`: everything a method may see and use during a run (DESIGN.md section 4)."""
+"""`RunContext`: everything a method may see and use during a run (DESIGN.md section 4), and
+how it is built from a protocol view."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import numpy as np
 import torch
 
 from .data.augment import apply_view
+from .data.cache import load_cached
 from .data.feeder import ImageFeeder
 from .device import autocast
+from .errors import ConfigError
+from .weights import load_into
 
 
 @dataclass
@@ -22,10 +26,11 @@ class SplitData:
 
     name: str
     ids: Sequence[str]                   # a tuple, or for large generated sets `NumberedIds`
-    labels: torch.Tensor | None          # None for the test split: no method sees test labels
+    labels: torch.Tensor | None          # None where the method may not see labels
     extras: dict[str, torch.Tensor]
     cache: np.ndarray                    # uint8 [N, S, S, C], memory-mapped
-    _ctx: "RunContext" = field(repr=False, default=None)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    generator: torch.Generator | None = field(repr=False, default=None)  # the run's, shared
     _feeder: ImageFeeder | None = field(repr=False, default=None)
 
     @property
@@ -37,20 +42,53 @@ class SplitData:
 
     def raw(self, indices) -> torch.Tensor:
         """Cached uint8 images [B, S, S, C] on the run's device."""
-        if self._feeder is None or self._feeder.device != self._ctx.device:
-            self._feeder = ImageFeeder(self.cache, self._ctx.device)
+        if self._feeder is None:
+            self._feeder = ImageFeeder(self.cache, self.device)
         return self._feeder.gather(indices)
 
     def images(self, indices, view="none") -> torch.Tensor:
         """Augmented float images [B, 3, S, S] in [0, 1] of any samples, in one view."""
-        return apply_view(view, self.raw(indices), self._ctx.generator)
+        return apply_view(view, self.raw(indices), self.generator)
+
+
+def make_batch(data: SplitData, idx: torch.Tensor, views, augment, device,
+               companions=None) -> dict:
+    """One batch as a method receives it: `index`, `views` (name → tensor), the visible
+    `label` where the split has labels, permitted `extras`, and with `companions`
+    (LongTensor [B, C] of other samples) their `index`, `views` and `label`.
+
+    `augment(view, raw)` turns the split's uint8 images into one view's tensor.
+    """
+    raw = data.raw(idx)
+    batch = {"index": idx.to(device),
+             "views": ViewBatch({_vname(v): augment(v, raw) for v in views})}
+    if data.labels is not None:
+        batch["label"] = data.labels[idx].to(device)
+    batch["extras"] = {k: t[idx].to(device) for k, t in data.extras.items()}
+    if companions is not None:
+        flat = companions.reshape(-1)
+        craw = data.raw(flat)
+        batch["companions"] = {
+            "index": companions.to(device),
+            "views": ViewBatch({_vname(v): _unflatten(augment(v, craw), companions.shape)
+                                for v in views}),
+            "label": data.labels[flat].reshape(companions.shape).to(device)}
+    return batch
+
+
+def _unflatten(x: torch.Tensor, shape) -> torch.Tensor:
+    return x.reshape(*shape, *x.shape[1:])
 
 
 class RunContext:
-    """The run as a method sees it. Built by the engine; methods read it, never write files."""
+    """The run as a method sees it; methods read it, never write files.
 
-    def __init__(self, *, classes, image_size, device, precision, train, val, test, epochs,
-                 batch_size, generator, create_backbone, predict_fn):
+    Built by `build_context` (the runner and the testing kit). The engine drives it
+    through `bind_predictor`, `begin_epoch` and `end_epoch`; methods use the rest.
+    """
+
+    def __init__(self, *, classes, image_size, device, precision, train, val, epochs,
+                 batch_size, generator, create_backbone):
         self.classes = tuple(classes)
         self.class_names = self.classes
         self.num_classes = len(self.classes)
@@ -59,22 +97,36 @@ class RunContext:
         self.precision = precision
         self.train: SplitData = train
         self.val: SplitData | None = val
-        self._test = test
         self.epochs = epochs
         self.batch_size = batch_size
         self.steps_per_epoch = max(1, len(train) // batch_size)
         self.generator = generator  # on the run's device: augmentation parameters
         self.order_generator = torch.Generator()  # on the CPU: shuffled passes
         self._create_backbone = create_backbone
-        self._predict_fn = predict_fn
+        self._predictor = None
         self.epoch = 0
         self.phase = None
         self.frozen_modules: list[torch.nn.Module] = []
         self._logs: dict[str, list[float]] = defaultdict(list)
         self._train_pred_cache: dict = {}
-        for split in (train, val, test):
-            if split is not None:
-                split._ctx = self
+
+    # ---- what the engine does to it ------------------------------------------
+    def bind_predictor(self, predict) -> None:
+        """`predict(split, view) -> probs [N, K]`: the current model's pass that
+        `train_predictions` caches."""
+        self._predictor = predict
+        self._train_pred_cache.clear()
+
+    def begin_epoch(self, epoch: int) -> None:
+        """A new epoch (or, after the last, the trained model): predictions are stale."""
+        self.epoch = epoch
+        self._train_pred_cache.clear()
+
+    def end_epoch(self) -> dict[str, float]:
+        """The means of the epoch's `log` calls, for its history row; the logs start afresh."""
+        out = {k: float(np.mean(v)) for k, v in self._logs.items() if v}
+        self._logs.clear()
+        return out
 
     # ---- models ----------------------------------------------------------
     def create_backbone(self, name: str | None = None, num_classes: int | None = None,
@@ -105,11 +157,6 @@ class RunContext:
         self._logs[name].append(float(value.detach().float().mean()) if torch.is_tensor(value)
                                 else float(value))
 
-    def _drain_logs(self) -> dict[str, float]:
-        out = {k: float(np.mean(v)) for k, v in self._logs.items() if v}
-        self._logs.clear()
-        return out
-
     # ---- passes over data --------------------------------------------------
     def iterate(self, split: str = "train", views=("none",), batch_size: int | None = None,
                 shuffle: bool = False):
@@ -121,27 +168,85 @@ class RunContext:
         n = len(data)
         order = (torch.randperm(n, generator=self.order_generator) if shuffle
                  else torch.arange(n))
+        augment = lambda v, raw: apply_view(v, raw, self.generator)  # noqa: E731
         for start in range(0, n, bs):
-            idx = order[start:start + bs]
-            raw = data.raw(idx)
-            batch = {"index": idx.to(self.device),
-                     "views": ViewBatch({_vname(v): apply_view(v, raw, self.generator)
-                                         for v in views})}
-            if data.labels is not None:
-                batch["label"] = data.labels[idx].to(self.device)
-            batch["extras"] = {k: v[idx].to(self.device) for k, v in data.extras.items()}
-            yield batch
+            yield make_batch(data, order[start:start + bs], views, augment, self.device)
 
     @torch.no_grad()
     def train_predictions(self, view="none") -> torch.Tensor:
         """Probabilities [N_train, K] of the current model; one cached pass per epoch and view."""
-        key = (self.epoch, _vname(view), self._model_version)
+        key = _vname(view)
         if key not in self._train_pred_cache:
             self._train_pred_cache.clear()
-            self._train_pred_cache[key] = self._predict_fn(self.train, view)
+            self._train_pred_cache[key] = self._predictor(self.train, view)
         return self._train_pred_cache[key]
 
-    _model_version = 0
+
+def load_split(name: str, samples, labels, *, mode: str, size: int, withhold: bool = False,
+               device: torch.device = torch.device("cpu"), generator=None,
+               show_progress: bool | None = None) -> SplitData:
+    """One split through the decoded cache, with its numeric extras; `withhold` leaves the
+    label-carrying ones out (a noise protocol's rule)."""
+    cache = load_cached(samples, size, mode, show_progress=show_progress).images
+    extras = {}
+    for k, v in samples.extras.items():
+        if withhold and k in samples.label_extras:
+            continue
+        arr = np.asarray(v)
+        if arr.dtype.kind in "fiub":
+            extras[k] = torch.from_numpy(np.ascontiguousarray(arr))
+    lab = torch.from_numpy(np.asarray(labels, dtype=np.int64)) if labels is not None else None
+    return SplitData(name, samples.ids, lab, extras, cache, device, generator)
+
+
+def build_context(view, config, *, mode: str, device: torch.device, precision: str,
+                  show_progress: bool | None = None, whole_model: bool = False):
+    """The context a method sees for one run on a protocol view, the test split for the engine
+    (with its labels: the engine scores it, the method never sees it), and the list that each
+    backbone the method creates records its weights in.
+
+    `config` is the method's Config; `mode` the cache's colour mode ("L" or "RGB");
+    `whole_model`: a ferbench weights.pt will be loaded into the whole model, so backbones
+    start from random weights here.
+    """
+    import timm
+
+    from . import models  # noqa: F401  (registers ferbench's backbones with timm)
+
+    size = int(config.image_size)
+    generator = torch.Generator(device=device)
+
+    def split(name, samples, labels, withhold):
+        return load_split(name, samples, labels, mode=mode, size=size, withhold=withhold,
+                          device=device, generator=generator, show_progress=show_progress)
+
+    train = split("train", view.train, view.train_labels, view.withhold_label_extras)
+    val = (split("val", view.val, view.val_labels, view.withhold_label_extras)
+           if view.val is not None else None)
+    test = split("test", view.test, view.test_labels, False)
+    test.extras = {}  # label-carrying test extras are scored from the view, never handed out
+    weights_info: list = []
+
+    def create_backbone(name=None, num_classes=None, weights="config", ignore_keys=(), **kw):
+        name = name or config.backbone
+        try:
+            model = timm.create_model(name, pretrained=False,
+                                      num_classes=num_classes or len(view.classes), **kw)
+        except RuntimeError as e:
+            raise ConfigError(f"backbone {name!r}: {e}") from None
+        path = config.weights if weights == "config" else weights
+        if path and not (whole_model and weights == "config"):
+            weights_info.append({"backbone": name, "file": str(path),
+                                 **load_into(model, path, ignore_keys)})
+        elif not path:
+            weights_info.append({"backbone": name, "file": None, "init": "random"})
+        return model
+
+    ctx = RunContext(classes=view.classes, image_size=size, device=device, precision=precision,
+                     train=train, val=val, epochs=int(config.epochs),
+                     batch_size=int(config.batch_size), generator=generator,
+                     create_backbone=create_backbone)
+    return ctx, test, weights_info
 
 
 def _vname(view) -> str:
@@ -153,8 +258,6 @@ class ViewBatch(dict):
     who set `views=[weak]` for a method that also needs `strong`) gets one line, not a KeyError."""
 
     def __missing__(self, name):
-        from .errors import ConfigError
-
         raise ConfigError(f"the method reads the augmentation view {name!r}, but its config "
                           f"names only {', '.join(self) or 'none'}: add it to `views`")
 
@@ -162,9 +265,9 @@ class ViewBatch(dict):
 class Prefetcher:
     """Prepares the next batch in a background thread while the model steps on this one."""
 
-    def __init__(self, make_batch, index_batches, depth: int = 2):
+    def __init__(self, make, index_batches, depth: int = 2):
         self._queue: Queue = Queue(maxsize=depth)
-        self._make = make_batch
+        self._make = make
         self._thread = threading.Thread(target=self._run, args=(list(index_batches),),
                                         daemon=True)
         self._stop = False

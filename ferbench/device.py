@@ -35,8 +35,6 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """`auto` → bf16 on CUDA with bf16 support and on AMX/AVX512-BF16 CPUs, else fp32."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"unknown precision {precision!r} (auto, fp32 or bf16)")
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -52,8 +50,6 @@ def resolve_channels_last(setting: str, device: torch.device, precision: str) ->
     channels-last weight gradient of a strided 3x3 convolution of ferbench_resnet_tiny
     differed from a float64 reference by 4.6 %, against 1e-6 in NCHW.
     """
-    if setting not in ("auto", "on", "off"):
-        raise ConfigError(f"unknown channels_last {setting!r} (auto, on or off)")
     if setting != "auto":
         return setting == "on"
     return precision == "bf16"

@@ -1,9 +1,8 @@
-"""The one train/eval loop for every method: seeding, precision, phases, checkpoints, evaluation."""
+"""The one training loop of every method: seeding, phases, optimisers, steps, evaluation rounds."""
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -12,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .context import Prefetcher, RunContext, SplitData, ViewBatch, _vname
+from .checkpoint import load_checkpoint, load_trainable_state, restore, save_checkpoint
+from .context import Prefetcher, RunContext, SplitData, make_batch
 from .data.augment import apply_view
-from .errors import ConfigError, DataError
-from .method import Method, OptimizerSpec, Phase, PerSample, Prediction
+from .errors import DataError
+from .evaluation import Evaluator
+from .method import Method, OptimizerSpec, PerSample, Phase
 from .progress import console, progress_bar
 
 
@@ -63,24 +64,26 @@ class EngineResult:
 
 
 class Engine:
-    """Trains `method` on a run's splits and evaluates it every `eval_every` epochs."""
+    """Trains `method` on a run's context and tests it on `test` every `eval_every` epochs.
 
-    initial_state = None
+    `test` is the test split with its labels, which the engine scores and the method never
+    sees; `initial_state` is (file, state dict) of a ferbench weights.pt to start from.
+    """
 
-    def __init__(self, method: Method, ctx: RunContext, *, seed: int, test_labels: np.ndarray,
-                 val_labels: np.ndarray | None, checkpoint_dir: Path | None, resume: bool,
-                 eval_every: int = 1, select: str = "final", channels_last: bool = False,
-                 show_progress: bool | None = None, max_epochs_this_call: int | None = None,
-                 compile: bool = False):
-        self.method, self.ctx, self.seed = method, ctx, seed
+    def __init__(self, method: Method, ctx: RunContext, *, test: SplitData, seed: int,
+                 checkpoint_dir: Path | None = None, resume: bool = False, eval_every: int = 1,
+                 select: str = "final", channels_last: bool = False,
+                 show_progress: bool | None = None, compile: bool = False,
+                 initial_state: tuple | None = None):
+        self.method, self.ctx, self.test, self.seed = method, ctx, test, seed
         self.compile = compile
         self._compiled: dict[int, torch.nn.Module] = {}
-        self.test_labels, self.val_labels = test_labels, val_labels
         self.checkpoint_dir, self.resume = checkpoint_dir, resume
         self.eval_every, self.select = eval_every, select
         self.channels_last = channels_last
         self.show_progress = show_progress
-        self.max_epochs_this_call = max_epochs_this_call  # tests: simulate an interruption
+        self.initial_state = initial_state
+        self.evaluator = Evaluator(method, ctx, channels_last)
 
     # ---- optimisers ------------------------------------------------------
     def _default_optimizers(self, model, epochs: int) -> list[OptimizerSpec]:
@@ -90,11 +93,6 @@ class Engine:
         no_decay = [p for p in params if p.ndim <= 1]
         groups = [{"params": decay, "weight_decay": cfg.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        for key, allowed in (("optimizer", ("adamw", "sgd", "adam")),
-                             ("scheduler", ("onecycle", "cosine", "step", "none"))):
-            if getattr(cfg, key) not in allowed:
-                raise ConfigError(f"{key}={getattr(cfg, key)!r}: must be one of "
-                                  f"{', '.join(allowed)}")
         if cfg.optimizer == "sgd":
             opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
         elif cfg.optimizer == "adam":
@@ -121,95 +119,10 @@ class Engine:
             specs = [specs]
         return list(specs)
 
-    # ---- evaluation ------------------------------------------------------
-    @property
-    def tta_flip(self) -> bool:
-        return bool(getattr(self.method.config, "tta_flip", False))
-
-    def evaluation_probs(self, model, data: SplitData, plain=None) -> np.ndarray:
-        """The probabilities a split is scored by: with `tta_flip`, the mean over each face and
-        its mirror image, so validation, per-epoch test and final test accuracy agree."""
-        probs = self.predict_split(model, data)[0] if plain is None else plain
-        if self.tta_flip:
-            probs = (probs + self.predict_split(model, data, view="flip")[0]) / 2
-        return probs
-
-    @torch.no_grad()
-    def predict_split(self, model, data: SplitData, view="none", batch_size=256):
-        """Method predictions over a whole split: probs, uncertainty, members, extras (numpy).
-
-        Each batch is copied into arrays of the split's size: a list of small per-batch
-        tensors, allocated between the large temporaries of the next batch, pins freed
-        heap memory and grows resident memory with the split.
-        """
-        model.eval()
-        n = len(data)
-        out: dict[str, np.ndarray] = {}
-        extras: dict[str, np.ndarray] = {}
-
-        def put(store, key, value, rows):
-            value = value.float().cpu().numpy()
-            if key not in store:
-                store[key] = np.empty((n,) + value.shape[1:], dtype=np.float32)
-            store[key][rows] = value
-
-        gen = torch.Generator(device=self.ctx.device).manual_seed(0)
-        for start in range(0, n, batch_size):
-            rows = slice(start, min(n, start + batch_size))
-            images = apply_view(view, data.raw(np.arange(rows.start, rows.stop)), gen)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with self.ctx.autocast():
-                pred: Prediction = self.method.predict(model, images)
-            p = pred.probs.float()
-            put(out, "probs", p, rows)
-            put(out, "unc", pred.uncertainty if pred.uncertainty is not None
-                else 1 - p.max(1).values, rows)
-            if pred.members is not None:
-                put(out, "members", pred.members, rows)
-            for k, v in (pred.extras or {}).items():
-                put(extras, k, v, rows)
-        model.train()
-        if not out:  # an empty split
-            k = self.ctx.num_classes
-            return np.zeros((0, k), np.float32), np.zeros(0, np.float32), None, {}
-        return out["probs"], out["unc"], out.get("members"), extras
-
-    # ---- checkpoints -----------------------------------------------------
-    def _save_checkpoint(self, model, specs, state: dict):
-        if self.checkpoint_dir is None:
-            return
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        payload = {
-            **state,
-            "model": trainable_state(model, self.ctx.frozen_modules),
-            "optimizers": [s.optimizer.state_dict() for s in specs],
-            "schedulers": [s.scheduler.state_dict() if s.scheduler is not None else None
-                           for s in specs],
-            "method": self.method.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate(), "ctx_gen": self.ctx.generator.get_state()},
-        }
-        tmp = self.checkpoint_dir / "checkpoint.pt.tmp"
-        torch.save(payload, tmp)
-        os.replace(tmp, self.checkpoint_dir / "checkpoint.pt")
-
     def _restore(self, model, specs, ckpt):
-        load_trainable_state(model, ckpt["model"], self.ctx.frozen_modules)
-        for s, st in zip(specs, ckpt["optimizers"]):
-            s.optimizer.load_state_dict(st)
-        for s, st in zip(specs, ckpt["schedulers"]):
-            if s.scheduler is not None and st is not None:
-                s.scheduler.load_state_dict(st)
-        self.method.load_state_dict(ckpt["method"])
+        restore(ckpt, model, specs, self.method, self.ctx.frozen_modules)
         return (ckpt["history"], ckpt["per_sample"], ckpt["oracle"], ckpt["selected"],
                 ckpt["best_val"], ckpt["img_count"], ckpt["train_time"])
-
-    def _load_checkpoint(self):
-        path = self.checkpoint_dir / "checkpoint.pt" if self.checkpoint_dir else None
-        if not self.resume or path is None or not path.exists():
-            return None
-        return torch.load(path, map_location="cpu", weights_only=False)
 
     # ---- the loop --------------------------------------------------------
     def fit(self) -> EngineResult:
@@ -232,8 +145,7 @@ class Engine:
                 why = " ".join(line.strip() for line in str(e).splitlines()[:2])
                 raise DataError(path, f"does not fit method {type(method).__name__}: "
                                       f"{why[:240]}") from None
-        ctx._predict_fn = lambda data, view: torch.from_numpy(
-            self.predict_split(model, data, view)[0])
+        self.evaluator.bind(model)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         phases = method.phases(ctx) or [Phase("train", ctx.epochs)]
@@ -241,7 +153,7 @@ class Engine:
         per_sample: dict[str, list] = {}
         oracle, selected, best_val = None, None, -1.0
         resumed_from = None
-        ckpt = self._load_checkpoint()
+        ckpt = load_checkpoint(self.checkpoint_dir) if self.resume else None
         epoch = 0
         specs: list[OptimizerSpec] = []
         img_count, train_time = 0, 0.0
@@ -260,9 +172,6 @@ class Engine:
                 resumed_from = epoch = ckpt["epoch"] + 1
                 ckpt = None
             while epoch < phase_end:
-                if self.max_epochs_this_call is not None and \
-                        epoch - (resumed_from or 0) >= self.max_epochs_this_call:
-                    raise KeyboardInterrupt("stopped after the requested number of epochs")
                 row, n_img, secs = self._train_epoch(model, specs, epoch, phase)
                 img_count += n_img
                 train_time += secs
@@ -280,14 +189,12 @@ class Engine:
                         s.scheduler.step()
                 last = epoch == sum(p.epochs for p in phases) - 1
                 if self.eval_every and ((epoch + 1) % self.eval_every == 0 or last):
-                    probs = self.evaluation_probs(model, ctx._test)
-                    acc = float((probs.argmax(1) == self.test_labels).mean())
+                    acc, probs = self.evaluator.accuracy(model, self.test)
                     row["test_acc"] = acc
                     if oracle is None or acc > oracle["test_acc"]:
                         oracle = {"test_acc": acc, "epoch": epoch}
-                    if ctx.val is not None and self.val_labels is not None:
-                        vp = self.evaluation_probs(model, ctx.val)
-                        vacc = float((vp.argmax(1) == self.val_labels).mean())
+                    if ctx.val is not None:
+                        vacc, _ = self.evaluator.accuracy(model, ctx.val)
                         row["val_acc"] = vacc
                         if self.select == "val" and vacc > best_val:
                             best_val = vacc
@@ -295,7 +202,7 @@ class Engine:
                                         "test_probs": probs}
                 history.append(row)
                 self._report(row, len(history), sum(p.epochs for p in phases))
-                self._save_checkpoint(model, specs, {
+                save_checkpoint(self.checkpoint_dir, model, specs, method, ctx, {
                     "epoch": epoch, "phase_index": pi, "history": history, "per_sample": per_sample,
                     "oracle": oracle, "selected": selected, "best_val": best_val,
                     "img_count": img_count, "train_time": train_time})
@@ -331,8 +238,7 @@ class Engine:
             hash_int(("data", self.seed, epoch)))
         ctx.generator.manual_seed(hash_int(("ctx", self.seed, epoch)))
         ctx.order_generator.manual_seed(hash_int(("ctx-order", self.seed, epoch)))
-        ctx.epoch = epoch
-        ctx._model_version += 1
+        ctx.begin_epoch(epoch)
         method.on_epoch_start(model, ctx, epoch)
         model.train()
         n, bs = len(ctx.train), ctx.batch_size
@@ -347,21 +253,8 @@ class Engine:
         companions = method.batch_companions
 
         def make(idx):
-            raw = ctx.train.raw(idx)
-            batch = {"index": idx.to(ctx.device),
-                     "views": ViewBatch({_vname(v): self._view(v, raw, data_gen) for v in views}),
-                     "label": ctx.train.labels[idx].to(ctx.device),
-                     "extras": {k: t[idx].to(ctx.device) for k, t in ctx.train.extras.items()}}
-            if companions is not None:
-                comp = companions(idx)
-                flat = comp.reshape(-1)
-                craw = ctx.train.raw(flat)
-                batch["companions"] = {
-                    "index": comp.to(ctx.device),
-                    "views": ViewBatch({_vname(v): _unflatten(self._view(v, craw, data_gen),
-                                                              comp.shape) for v in views}),
-                    "label": ctx.train.labels[flat].reshape(comp.shape).to(ctx.device)}
-            return batch
+            return make_batch(ctx.train, idx, views, lambda v, raw: self._view(v, raw, data_gen),
+                              ctx.device, companions(idx) if companions is not None else None)
 
         losses, pending, t0, seen = [], [], time.time(), 0
         read_every = loss_read_interval(ctx.device)
@@ -408,7 +301,7 @@ class Engine:
         row = {"epoch": epoch, "phase": phase.name, "loss": float(np.mean(losses)),
                "lr": float(specs[0].optimizer.param_groups[0]["lr"]) if specs else None,
                "images_per_s": seen / max(1e-9, secs), "seconds": secs}
-        row.update(ctx._drain_logs())
+        row.update(ctx.end_epoch())
         return row, seen, secs
 
     def _view(self, spec, raw, gen):
@@ -426,12 +319,11 @@ class Engine:
 
     def _finish(self, model, history, per_sample, oracle, selected, t_start, img_count,
                 train_time, resumed_from) -> EngineResult:
-        ctx, method = self.ctx, self.method
-        ctx.epoch += 1
-        ctx._model_version += 1
-        probs, unc, members, extras = self.predict_split(model, ctx._test)
-        if self.tta_flip:
-            probs = self.evaluation_probs(model, ctx._test, plain=probs)
+        ctx, method, ev = self.ctx, self.method, self.evaluator
+        ctx.begin_epoch(ctx.epoch + 1)  # the trained model: train predictions are stale
+        probs, unc, members, extras = ev.predict_split(model, self.test)
+        if ev.tta_flip:
+            probs = ev.scored_probs(model, self.test, plain=probs)
             unc = 1 - probs.max(1)
         train_probs = ctx.train_predictions("none").cpu().numpy() if len(ctx.train) else None
         scores = method.noise_scores(model, ctx)
@@ -442,7 +334,7 @@ class Engine:
         decisions = _np(decisions).astype(bool) if decisions is not None else None
         if selected is not None:
             sp = selected.pop("test_probs")
-            selected["test_acc"] = float((sp.argmax(1) == self.test_labels).mean())
+            selected["test_acc"] = float((sp.argmax(1) == self.test.labels.numpy()).mean())
             selected["test_probs"] = sp
         return EngineResult(
             model=model, history=history, test_probs=probs, test_uncertainty=unc,
@@ -450,54 +342,9 @@ class Engine:
             oracle=oracle, selected=selected, per_sample=per_sample, train_probs=train_probs,
             noise_scores=scores, noise_decisions=decisions,
             method_results=method.extra_results() or {},
-            flops_per_image=self._flops(model), params=self._params(model),
+            flops_per_image=ev.flops_per_image(model), params=ev.params(model),
             wall_time_s=time.time() - t_start,
             images_per_s=img_count / max(1e-9, train_time), resumed_from=resumed_from)
-
-    def _params(self, model) -> int:
-        frozen = {id(p) for m in self.ctx.frozen_modules for p in m.parameters()}
-        return int(sum(p.numel() for p in model.parameters() if id(p) not in frozen))
-
-    @torch.no_grad()
-    def _flops(self, model) -> float | None:
-        """FLOPs per image of what `predict` runs, counted by torch's flop counter."""
-        from torch.utils.flop_counter import FlopCounterMode
-
-        model.eval()
-        x = torch.rand(2, 3, self.ctx.image_size, self.ctx.image_size, device=self.ctx.device)
-        try:
-            with FlopCounterMode(display=False) as counter:
-                self.method.predict(model, x)
-            return counter.get_total_flops() / 2
-        except Exception:
-            return None
-        finally:
-            model.train()
-
-
-def _frozen_prefixes(model, frozen) -> tuple[str, ...]:
-    ids = {id(m) for m in frozen}
-    return tuple(f"{name}." for name, m in model.named_modules() if id(m) in ids and name)
-
-
-def trainable_state(model, frozen=()) -> dict:
-    """The model's state without frozen modules (teachers, text towers): what checkpoints hold."""
-    prefixes = _frozen_prefixes(model, frozen)
-    return {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes or ("\0",))}
-
-
-def load_trainable_state(model, state, frozen=()) -> None:
-    """Load a `trainable_state`; only frozen modules' keys may be absent."""
-    prefixes = _frozen_prefixes(model, frozen)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith(prefixes or ("\0",))]
-    if missing or unexpected:
-        raise RuntimeError(f"state does not fit the model: missing {missing[:5]}, "
-                           f"unexpected {unexpected[:5]}")
-
-
-def _unflatten(x: torch.Tensor, shape) -> torch.Tensor:
-    return x.reshape(*shape, *x.shape[1:])
 
 
 def _np(v):

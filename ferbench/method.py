@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .config.settings import check_settings, setting
 from .errors import ConfigError
 
 
@@ -23,32 +24,28 @@ class MethodConfig:
 
     A method's own `Config` subclasses this. `lr` is the main parameter group's
     base rate; other groups are multipliers of it unless the method says otherwise.
+    Keys declared with `setting(...)` have their choices or range checked when the
+    config is built, in the method's own Config too.
     """
 
     backbone: str = "ferbench_resnet_tiny"
     weights: str | None = None
-    image_size: int = 48
-    epochs: int = 8
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 5e-4
-    optimizer: str = "adamw"        # adamw | sgd | adam
-    momentum: float = 0.9
-    scheduler: str = "onecycle"     # onecycle | cosine | step | none
-    warmup: float = 0.15            # fraction of the schedule spent warming up (onecycle)
-    label_smoothing: float = 0.0
+    image_size: int = setting(48, low=8)
+    epochs: int = setting(8, low=0)
+    batch_size: int = setting(64, low=1)
+    lr: float = setting(1e-3, low=0.0)
+    weight_decay: float = setting(5e-4, low=0.0)
+    optimizer: str = setting("adamw", choices=("adamw", "sgd", "adam"))
+    momentum: float = setting(0.9, low=0.0, high=1.0)
+    scheduler: str = setting("onecycle", choices=("onecycle", "cosine", "step", "none"))
+    warmup: float = setting(0.15, low=0.0, high=1.0)  # share of the schedule warming up (onecycle)
+    label_smoothing: float = setting(0.0, low=0.0, high=1.0)
     tta_flip: bool = False
     views: list = field(default_factory=lambda: ["weak"])
 
     def __post_init__(self):
         # `KEY=VALUE` overrides bypass the flags' range checks: refuse here, before any run.
-        for key, low, high in (("image_size", 8, None), ("epochs", 0, None), ("batch_size", 1, None),
-                               ("lr", 0.0, None), ("weight_decay", 0.0, None), ("momentum", 0.0, 1.0),
-                               ("warmup", 0.0, 1.0), ("label_smoothing", 0.0, 1.0)):
-            value = getattr(self, key)
-            if value < low or (high is not None and value > high):
-                bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-                raise ConfigError(f"{key}={value!r}: must be {bound}")
+        check_settings(self)
         if not self.views:
             raise ConfigError("views=[]: a method trains on at least one augmentation view")
 

@@ -1,8 +1,7 @@
-"""Run keys, the result file schema, atomic writes and reading results back.
+"""Result files on disk: atomic writes, and reading stored results back.
 
-A run's key is (dataset, protocol with its parameters, method, seed, hash of the
-resolved config). Its files live under
-``<out>/<dataset>/<protocol id>/<method>/<config hash>/seed<seed>.json`` with
+A run's files live under its key's folder (runkey.py):
+``<out>/<dataset>/<protocol>/<method>/<config hash>/seed<seed>.json`` with
 the per-sample arrays in ``seed<seed>.npz`` and the trained ``seed<seed>.weights.pt``
 beside it; a run is complete when its JSON exists.
 """
@@ -10,61 +9,18 @@ beside it; a run is complete when its JSON exists.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
 import zipfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import DataError, FerbenchError
-
-SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class RunKey:
-    dataset: str
-    protocol: str          # the protocol id, e.g. "noise30" or "noisefile:noise01"
-    method: str
-    seed: int
-    config_hash: str
-
-    def folder(self, out: str | Path) -> Path:
-        return Path(out) / _safe(self.dataset) / _safe(self.protocol) / _safe(self.method) \
-            / self.config_hash
-
-    def stem(self, out: str | Path) -> Path:
-        return self.folder(out) / f"seed{self.seed}"
-
-    def result_path(self, out) -> Path:
-        return self.stem(out).with_suffix(".json")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def _safe(part: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.=+" else "_" for c in part)
-
-
-def config_hash(config: dict) -> str:
-    """A short stable hash of a JSON-able config (key order does not matter)."""
-    blob = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
-
-
-def file_hash(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+from .record import SCHEMA_VERSION
 
 
 @contextlib.contextmanager
@@ -141,9 +97,20 @@ def _jsonable(v: Any):
     raise TypeError(f"not JSON-serialisable: {type(v).__name__}")
 
 
-def check_writable(out: str | Path) -> Path:
-    """The results folder, created if needed; a FerbenchError if it cannot be written."""
+def check_writable(out: str | Path, create: bool = True) -> Path:
+    """The results folder, created if needed; a FerbenchError if it cannot be written.
+
+    With `create=False` a folder that does not exist yet is left uncreated (a run that is
+    refused later leaves nothing behind); the nearest folder above it must be writable.
+    """
     out = Path(out).expanduser()
+    if not create and not out.exists():
+        above = next(p for p in out.absolute().parents if p.exists())
+        why = ("Not a directory" if not above.is_dir() else
+               None if os.access(above, os.W_OK | os.X_OK) else "Permission denied")
+        if why:
+            raise DataError(out, f"results directory is not writable ({why})")
+        return out
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".probe.", dir=out)

@@ -60,9 +60,9 @@ def tiny_context(method, overrides=(), epochs: int = 2, batch_size: int = 16,
     from .config import compose_run, to_method_config
     from .datasets.base import open_dataset
     from .datasets.synthfer import SynthFER
+    from .context import build_context
     from .device import resolve_device
     from .protocols import Noise, finish_view
-    from .runner import _context
 
     name, cls = _method_class(method)
     ds = open_dataset(SynthFER(), None, None, {**TINY, **(data_options or {})})
@@ -70,27 +70,27 @@ def tiny_context(method, overrides=(), epochs: int = 2, batch_size: int = 16,
     cfg = compose_run(name, cls, "quick", {"method.epochs": epochs,
                                            "method.batch_size": batch_size}, list(overrides))
     mcfg = to_method_config(cls, cfg)
-    ctx, _ = _context(view, mcfg, "L", resolve_device("cpu"), "fp32", show=False)
+    ctx, _, _ = build_context(view, mcfg, mode="L", device=resolve_device("cpu"),
+                              precision="fp32", show_progress=False)
     return cls(mcfg), ctx
 
 
 def build_model(method, ctx):
     """`method.build(ctx)`, with `ctx.train_predictions` bound to the model as the engine does."""
-    from .engine import Engine
+    from .evaluation import Evaluator
 
     model = method.build(ctx)
     assert isinstance(model, torch.nn.Module), \
         f"{type(method).__name__}.build must return an nn.Module"
-    engine = Engine(method, ctx, seed=0, test_labels=None, val_labels=None, checkpoint_dir=None,
-                    resume=False)
-    ctx._predict_fn = lambda data, view: torch.from_numpy(
-        engine.predict_split(model, data, view)[0])
+    Evaluator(method, ctx).bind(model)
     return model
 
 
 def check_method(method, steps: int = 30, overrides=(), workdir: str | Path | None = None
                  ) -> dict:
     """Check `method` (a registered name or a Method class) against the contract."""
+    from .context import make_batch
+    from .data.augment import apply_view
     from .runner import RunRequest, run
 
     name, cls = _method_class(method)
@@ -106,18 +106,12 @@ def check_method(method, steps: int = 30, overrides=(), workdir: str | Path | No
 
         # 1. a fixed batch without augmentation: the loss must go down
         idx = torch.arange(16)
-        clean = ctx.train.images(idx, "none")
-        batch = {"index": idx, "views": {(v if isinstance(v, str) else v[0]): clean
-                                         for v in m.views},
-                 "label": ctx.train.labels[idx],
-                 "extras": {k: t[idx] for k, t in ctx.train.extras.items()}}
-        if m.batch_companions is not None:
-            comp = m.batch_companions(idx)
-            assert comp.shape[0] == 16, "batch_companions must return [B, C] indices"
-            flat = ctx.train.images(comp.reshape(-1), "none")
-            batch["companions"] = {"index": comp, "views": {
-                k: flat.reshape(*comp.shape, *flat.shape[1:]) for k in batch["views"]},
-                "label": ctx.train.labels[comp.reshape(-1)].reshape(comp.shape)}
+        comp = m.batch_companions(idx) if m.batch_companions is not None else None
+        assert comp is None or comp.shape[0] == 16, \
+            "batch_companions must return [B, C] indices"
+        batch = make_batch(ctx.train, idx, m.views,
+                           lambda v, raw: apply_view("none", raw, ctx.generator), ctx.device,
+                           comp)
         specs = m.configure_optimizers(model, ctx)
         params = [p for p in model.parameters() if p.requires_grad]
         opts = [s.optimizer for s in specs] if specs else [torch.optim.Adam(params, lr=1e-3)]

@@ -10,7 +10,7 @@ from ferbench.config import as_dict, compose_run, to_method_config
 from ferbench.errors import ConfigError
 from ferbench.method import Method, MethodConfig
 from ferbench.methods.baseline import Baseline
-from ferbench.runner import RunRequest, _flag_overrides, _open
+from ferbench.planning import RunRequest, flag_overrides, open_named
 
 
 def _compose(flags=None, overrides=(), preset="quick", cls=Baseline, name="baseline"):
@@ -33,7 +33,7 @@ def test_a_preset_sets_the_method_config():
 def test_flags_override_the_preset_and_overrides_override_flags():
     req = RunRequest(flags={"epochs": 2, "batch_size": 16, "lr": 0.5, "device": "cpu"},
                      data_options={"n_train": "64"})
-    flags = _flag_overrides(req, {"noise_seed": 3}, _open("synthfer", None, None, {"n_train": "064"}))
+    flags = flag_overrides(req, {"noise_seed": 3}, open_named("synthfer", None, None, {"n_train": "064"}))
     cfg = _compose(flags)
     assert (cfg.method.epochs, cfg.method.batch_size, cfg.method.lr) == (2, 16, 0.5)
     assert cfg.engine.device == "cpu" and cfg.protocol.noise_seed == 3

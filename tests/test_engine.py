@@ -45,20 +45,18 @@ def test_another_seed_trains_differently_on_the_same_noise(tmp_path):
 def test_resume_after_an_interruption_gives_the_same_result(tmp_path, monkeypatch):
     full, arr_full = _result(run(_request(tmp_path / "full")))
 
-    from ferbench import engine as engine_mod
+    from ferbench.methods.baseline import Baseline
 
-    original = engine_mod.Engine.__init__
+    def interrupt_at_epoch_two(self, model, ctx, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt("stopped before epoch 2")
 
-    def interrupt_after_two(self, *a, **kw):
-        original(self, *a, **kw)
-        self.max_epochs_this_call = 2
-
-    monkeypatch.setattr(engine_mod.Engine, "__init__", interrupt_after_two)
+    monkeypatch.setattr(Baseline, "on_epoch_start", interrupt_at_epoch_two, raising=False)
     with pytest.raises(KeyboardInterrupt):
         run(_request(tmp_path / "resumed"))
     assert not list((tmp_path / "resumed").rglob("seed0.json")), "an interrupted run left a result"
     assert list((tmp_path / "resumed").rglob("checkpoint.pt"))
-    monkeypatch.setattr(engine_mod.Engine, "__init__", original)
+    monkeypatch.undo()
 
     resumed, arr_resumed = _result(run(_request(tmp_path / "resumed", resume=True)))
     assert resumed["resumed_from_epoch"] == 2

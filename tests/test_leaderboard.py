@@ -10,7 +10,8 @@ import pytest
 
 from ferbench import plots
 from ferbench.leaderboard import build_leaderboard, escape
-from ferbench.results import RunKey, config_hash, write_json
+from ferbench.results import write_json
+from ferbench.runkey import RunKey, config_hash
 
 CLASSES = ["neutral", "happy", "sad"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -12,8 +12,9 @@ import pytest
 
 from ferbench import results
 from ferbench.errors import DataError
-from ferbench.results import (SCHEMA_VERSION, RunKey, check_writable, config_hash, read_result,
-                              read_results, write_json, write_npz)
+from ferbench.results import (SCHEMA_VERSION, check_writable, read_result, read_results,
+                              write_json, write_npz)
+from ferbench.runkey import RunKey, config_hash
 
 
 def _files(folder):

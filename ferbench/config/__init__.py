@@ -17,6 +17,7 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ..errors import ConfigError, unknown_name
+from .settings import check_settings, setting
 
 
 @dataclass
@@ -29,22 +30,23 @@ class DataConfig:
 
 @dataclass
 class ProtocolConfig:
+    # Recorded from the protocol's parameters (the noise seed is chosen with the protocol,
+    # --noise-seed or protocol.noise_seed=, before any method's config is composed).
     noise_seed: int = 0
     val_fraction: float = 0.0
     dedup_test: bool = False
     allow_label_extras: bool = False
-    target: Optional[str] = None
-    target_root: Optional[str] = None
 
 
 @dataclass
 class EngineConfig:
-    device: str = "auto"
-    precision: str = "auto"
-    eval_every: int = 1
-    select: str = "final"        # final | val (test figures of the best validation epoch)
-    threads: int = 0             # 0: torch's default
-    channels_last: str = "auto"  # auto | on | off
+    device: str = "auto"         # auto | cpu | cuda | cuda:N
+    precision: str = setting("auto", choices=("auto", "fp32", "bf16"))
+    eval_every: int = setting(1, low=0)
+    # final | val (test figures of the best validation epoch)
+    select: str = setting("final", choices=("final", "val"))
+    threads: int = setting(0, low=0)  # 0: torch's default
+    channels_last: str = setting("auto", choices=("auto", "on", "off"))
     compile: bool = False        # torch.compile the model for training steps
 
 
@@ -120,6 +122,7 @@ def compose_run(method_name: str, method_cls, preset: str, flags: dict[str, Any]
             cfg = compose(config_name="ferbench_run", overrides=ov)
     except Exception as e:
         raise ConfigError(f"cannot apply overrides: {_first_line(e)}{_why(e)}") from None
+    check_settings(cfg.engine, "engine.", EngineConfig)
     return cfg
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from ferbench import (ConfigError, Method, MethodConfig, OptimizerSpec, PerSample, Prediction,
                       split_epochs)
+from ferbench.config.settings import setting
 from ferbench.nn import normalize
 
 CLEAN, AMBIGUOUS, NOISY = 0, 1, 2
@@ -28,32 +29,32 @@ CODE_VIEWS = [["weak", {"pad": 0.1, "flip": True, "erase": 0.5}],
               ["strong", {"pad": 0.02, "degrees": 30.0, "shear": 17.0, "scale": 0.0,
                           "erase": 0.0}]]
 
-_CHOICES = {"division": ("per_epoch", "per_batch"), "noisy_rule": ("both_wrong", "agree_wrong"),
-            "subset_norm": ("subset", "batch"), "subset_forward": ("separate", "joint"),
-            "predict": ("mean_logits", "mean_probs"), "optimizer": ("adam", "adamw", "sgd"),
-            "scheduler": ("exponential", "none")}
-
-
 @dataclass
 class MANConfig(MethodConfig):
     """MAN's keys; defaults are the official code's (main.py)."""
 
     weight_decay: float = 1e-4          # Adam's L2 term on both networks
-    optimizer: str = "adam"             # adam (code) | adamw | sgd
-    scheduler: str = "exponential"      # exponential (code: ExponentialLR per epoch) | none
+    optimizer: str = setting("adam", choices=("adam", "adamw", "sgd"))  # adam: the code's
+    # exponential (code: ExponentialLR per epoch) | none
+    scheduler: str = setting("exponential", choices=("exponential", "none"))
     lr_gamma: float = 0.9               # per-epoch decay of the exponential schedule
     warmup_frac: float = 0.1            # code: 10 of 100 epochs of CE on both networks
-    division: str = "per_epoch"         # per_epoch (eval pass at epoch start, code) | per_batch
-    noisy_rule: str = "both_wrong"      # both_wrong (code) | agree_wrong (same wrong class)
+    # per_epoch (eval pass at epoch start, code) | per_batch
+    division: str = setting("per_epoch", choices=("per_epoch", "per_batch"))
+    # both_wrong (code) | agree_wrong (same wrong class)
+    noisy_rule: str = setting("both_wrong", choices=("both_wrong", "agree_wrong"))
     w_amb: float = 0.6                  # code: w_omiga
     w_noisy: float = 1.0                # code: w_gamma
     lam_max: float = 0.9
     lam_beta: float = 0.65
     lam_peak_frac: float = 0.9          # e_r = lam_peak_frac * epochs
     mutual_detach: bool = False         # code: gradient through both sides of both KLs
-    subset_norm: str = "subset"         # subset (mean over the subset, code) | batch (sum / B)
-    subset_forward: str = "separate"    # separate (one forward per subset and view, code) | joint
-    predict: str = "mean_logits"        # mean_logits (code) | mean_probs
+    # subset (mean over the subset, code) | batch (sum / B)
+    subset_norm: str = setting("subset", choices=("subset", "batch"))
+    # separate (one forward per subset and view, code) | joint
+    subset_forward: str = setting("separate", choices=("separate", "joint"))
+    # mean_logits (code) | mean_probs
+    predict: str = setting("mean_logits", choices=("mean_logits", "mean_probs"))
     views: list = field(default_factory=lambda: [list(v) for v in CODE_VIEWS])
 
 
@@ -152,10 +153,6 @@ class MAN(Method):
 
     def __init__(self, config):
         super().__init__(config)
-        for key, allowed in _CHOICES.items():
-            if getattr(config, key) not in allowed:
-                raise ConfigError(f"man: {key} must be one of {', '.join(allowed)}, "
-                                  f"got {getattr(config, key)!r}")
         if not 0 <= config.warmup_frac < 1:
             raise ConfigError(f"man: warmup_frac must be in [0, 1), got {config.warmup_frac}")
         names = [v if isinstance(v, str) else v[0] for v in config.views]

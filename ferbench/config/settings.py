@@ -1,0 +1,55 @@
+"""The one gate for config values: each key's allowed choices or range, declared beside the key.
+
+A config dataclass declares a key with `setting(default, choices=...)` or
+`setting(default, low=..., high=...)`; `check_settings` refuses a value outside
+them with one line naming the key. Method configs are checked when they are
+built (MethodConfig.__post_init__), the engine section when a run is composed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..errors import ConfigError
+
+
+def setting(default: Any = dataclasses.MISSING, *, choices: tuple | None = None,
+            low: float | None = None, high: float | None = None, default_factory=None):
+    """A dataclass field with its allowed values recorded for `check_settings`."""
+    meta = {"choices": tuple(choices) if choices else None, "low": low, "high": high}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def check_settings(config, prefix: str = "", cls=None) -> None:
+    """Refuse the first value of `config` (a dataclass instance, or a mapping read as `cls`)
+    outside what its field declares: `optimizer='x': must be one of adamw, sgd, adam`."""
+    cls = cls or type(config)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if not meta:
+            continue
+        value = config[f.name] if isinstance(config, dict) or not dataclasses.is_dataclass(
+            config) else getattr(config, f.name)
+        name = f"{prefix}{f.name}"
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ConfigError(f"{name}={value!r}: must be {_alternatives(meta['choices'])}")
+        low, high = meta.get("low"), meta.get("high")
+        if low is None and high is None:
+            continue
+        if (low is not None and value < low) or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ConfigError(f"{name}={value!r}: must be {bound}")
+
+
+def choices_of(cls, key: str) -> tuple:
+    """The choices a config dataclass declares for `key` (empty where it declares none)."""
+    field = next((f for f in dataclasses.fields(cls) if f.name == key), None)
+    return tuple((field.metadata.get("choices") or ()) if field else ())
+
+
+def _alternatives(choices) -> str:
+    names = [str(c) for c in choices]
+    return f"{names[0]} or {names[1]}" if len(names) == 2 else f"one of {', '.join(names)}"
