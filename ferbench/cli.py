@@ -69,14 +69,14 @@ def cli(ctx, debug):
 @cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_cmd(as_json):
-    """Methods, datasets, protocols, the plugin providing each, and plugins that failed."""
-    from .plugins import describe
+    """Methods, datasets, protocols, views, the plugin providing each, and plugins that failed."""
+    from .plugins import KINDS, describe
 
     info = describe()
     if as_json:
         click.echo(json.dumps(info, indent=1))
         return
-    for kind in ("methods", "datasets", "protocols"):
+    for kind in KINDS:
         rows = [(e["name"], e["plugin"], e["version"]) for e in info[kind]]
         click.echo(f"{kind.capitalize()}:")
         click.echo(tabulate(rows, headers=["name", "plugin", "version"]) if rows else "  (none)")

@@ -11,7 +11,6 @@ import numpy as np
 
 from .datasets.audit import audit
 from .datasets.base import open_dataset
-from .datasets.fer2013_match import fer2013_labels
 from .errors import ConfigError, DataError
 from .plugins import registry
 
@@ -20,12 +19,13 @@ def check_dataset(name: str, root, layout=None, options=None, do_audit=True,
                   image_size=48, show_progress=None, fer2013_root=None) -> dict:
     """Open a dataset and describe it: layout, counts per split and class, extras, problems.
 
-    With `fer2013_root` (FERPlus only), also the match of its training faces to FER2013's
-    original labels, as protocol realnoise uses it.
+    With `fer2013_root` (a dataset whose adapter has `original_labels`: FERPlus), also the
+    match of its training faces to FER2013's original labels, as protocol realnoise uses it.
     """
     adapter = registry().get("datasets", name)
     ds = open_dataset(adapter, root, layout, options)
-    if fer2013_root is not None and name != "ferplus":
+    original_labels = getattr(adapter, "original_labels", None)
+    if fer2013_root is not None and original_labels is None:
         raise ConfigError(f"--fer2013-root matches FERPlus faces; dataset {name} is not FERPlus")
     splits = {}
     for split, samples in ds.splits.items():
@@ -47,7 +47,7 @@ def check_dataset(name: str, root, layout=None, options=None, do_audit=True,
         "fingerprints": {s: v.fingerprint for s, v in ds.splits.items()},
     }
     if fer2013_root is not None:
-        match = fer2013_labels(ds, fer2013_root, show_progress=show_progress)
+        match = original_labels(ds, fer2013_root, show_progress=show_progress)
         match.require_same_faces()
         out["fer2013_match"] = match.report(train.labels, ds.classes)
     if do_audit:

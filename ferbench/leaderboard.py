@@ -16,8 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from . import noise_report, plots
+from .errors import DataError
+from .record import RunRecord
 from .results import check_writable, read_results, write_bytes
-from .tables import PCT, PCT_ANY, PCT_LOW, SIZE, TEXT, Cell, Spec, Table, escape  # noqa: F401
+from .runkey import protocol_identity
+from .tables import PCT, PCT_ANY, TEXT, Cell, Spec, Table, escape, metric_spec
 
 GROUPING = (
     "runs are averaged only when they share everything but the training seed: the group is "
@@ -34,7 +37,6 @@ CELLS = (
     "best in its column (lowest for ECE, NLL, Brier, KL and memorisation), none if all tie; "
     "noise-detection precision and recall are never bold, as each is at its method's own "
     "operating point (column at).")
-_KEY_FIELDS = ("dataset", "protocol", "method", "seed", "config_hash")
 SAME_IMAGES = " (tested on its training images)"
 
 
@@ -43,21 +45,27 @@ def _num(v) -> float | None:
     return float(v) if ok else None
 
 
+def _field(r: RunRecord, path):
+    """A record's field (`path[0]`), then keys down its nested mappings; None where absent."""
+    value = getattr(r, path[0], None)
+    for part in path[1:]:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def _get(*path, text: bool = False):
     """A getter for a nested record field: a finite number (a string with `text`), else None."""
     def get(r):
-        for part in path:
-            r = r.get(part) if isinstance(r, dict) else None
-        return (r if isinstance(r, str) else None) if text else _num(r)
+        value = _field(r, path)
+        return (value if isinstance(value, str) else None) if text else _num(value)
     return get
 
 
 def _shown(*path):
     """A getter for a nested record field shown as text (a number too), else None."""
     def get(r):
-        for part in path:
-            r = r.get(part) if isinstance(r, dict) else None
-        return None if r is None or isinstance(r, (dict, list)) else str(r)
+        value = _field(r, path)
+        return None if value is None or isinstance(value, (dict, list)) else str(value)
     return get
 
 
@@ -73,22 +81,29 @@ RUN = [("preset", _shown("method", "preset"), TEXT),
        ("precision", _shown("precision"), TEXT),
        ("wall time (s)", _get("wall_time_s"), Spec(1, 0, 0))]
 
+
+def _metric(header: str, key: str, scale: float = 100.0, decimals: int = 2) -> tuple:
+    """A column of the stored metric `key`, best the way ferbench.metrics says it is."""
+    return header, key, metric_spec(key, scale, decimals)
+
+
 # Per-protocol tables: (column header, metrics key or getter, Spec).
-CALIBRATION = [("ECE (%)", "test_ece", PCT_LOW), ("NLL", "test_nll", Spec(1, 3, -1)),
-               ("Brier", "test_brier", Spec(1, 4, -1)),
-               ("rejection AUC (%)", "test_rejection_auc", PCT)]
+CALIBRATION = [_metric("ECE (%)", "test_ece"), _metric("NLL", "test_nll", 1, 3),
+               _metric("Brier", "test_brier", 1, 4),
+               _metric("rejection AUC (%)", "test_rejection_auc")]
 # Precision and recall are taken at each method's own operating point (column "at": its own
 # decisions, or the top k), so one method's cannot be ranked against another's: never bold.
-NOISE = [("AUROC (%)", "train_noise_auroc", PCT),
+NOISE = [_metric("AUROC (%)", "train_noise_auroc"),
          ("precision (%)", "train_noise_precision", PCT_ANY),
          ("recall (%)", "train_noise_recall", PCT_ANY),
          ("at", _get("metrics", "train_noise_at", text=True), TEXT),
-         ("memorised (%)", "train_memorised", PCT_LOW), ("corrected (%)", "train_corrected", PCT)]
-AMBIGUITY = [("KL to votes", "test_kl", Spec(1, 3, -1))] + [
-    (f"acc, {b} ambiguity (%)", f"test_acc_{b}_ambiguity", PCT) for b in ("low", "mid", "high")]
-ENSEMBLE = [("member acc (%)", "test_member_acc_mean", PCT),
-            ("ensemble gain (%)", "test_ensemble_gain", PCT),
-            ("disagreement (%)", "test_member_disagreement", PCT_ANY)]
+         _metric("memorised (%)", "train_memorised"),
+         _metric("corrected (%)", "train_corrected")]
+AMBIGUITY = [_metric("KL to votes", "test_kl", 1, 3)] + [
+    _metric(f"acc, {b} ambiguity (%)", f"test_acc_{b}_ambiguity") for b in ("low", "mid", "high")]
+ENSEMBLE = [_metric("member acc (%)", "test_member_acc_mean"),
+            _metric("ensemble gain (%)", "test_ensemble_gain"),
+            _metric("disagreement (%)", "test_member_disagreement")]
 PER_PROTOCOL = {
     "calibration": ("Calibration and rejection", CALIBRATION),
     "noise": ("Noise detection and memorisation (training set, flipped samples)", NOISE),
@@ -145,29 +160,30 @@ def _col_order(p: dict, label: str):
 class _Board:
     """One dataset's records, assigned to columns (protocols) and rows (method variants)."""
 
-    def __init__(self, records: list):
+    def __init__(self, records: list[RunRecord]):
         self.records, self.proto = records, {}
+        self._col, self._row = {}, {}   # id(record) → its column, its row
         self.columns, self.rows = self._columns(), self._rows()
         self.groups = defaultdict(list)
         for r in records:
-            self.groups[r["_col"], r["_row"]].append(r)
+            self.groups[self.col(r), self.row(r)].append(r)
+
+    def col(self, r: RunRecord) -> tuple:
+        return self._col[id(r)]
+
+    def row(self, r: RunRecord) -> tuple:
+        return self._row[id(r)]
 
     def _columns(self) -> dict:
         by_id, data = defaultdict(list), {}
         for r in self.records:
-            p, noise = r["protocol"], _noise(r["protocol"]) or {}
-            params = p.get("params") if isinstance(p.get("params"), dict) else {}
-            if noise.get("hash"):   # the hash identifies the noisy labels; where files lay does not
-                params = {k: v for k, v in params.items()
-                          if k != "path" and not k.endswith("_root")}
             # Accuracies on different test sets (other dataset options) never share a column.
-            test_set = str((r["dataset"].get("fingerprints") or {}).get("test", ""))
-            r["_col"] = (r["key"]["protocol"], json.dumps(params, sort_keys=True, default=str),
-                         str(noise.get("hash", "")), test_set)
-            if r["_col"] not in self.proto:
-                self.proto[r["_col"]] = p
-                data[r["_col"]] = _flatten({"data": (r.get("config") or {}).get("data")})
-                by_id[r["key"]["protocol"]].append(r["_col"])
+            test_set = str((r.dataset.get("fingerprints") or {}).get("test", ""))
+            col = self._col[id(r)] = (r.key.protocol, *protocol_identity(r.protocol), test_set)
+            if col not in self.proto:
+                self.proto[col] = r.protocol
+                data[col] = _flatten({"data": r.config.get("data")})
+                by_id[r.key.protocol].append(col)
         labels = {}
         for pid, keys in by_id.items():
             for key in keys:
@@ -182,7 +198,7 @@ class _Board:
                     named = _pairs(data[key], _differing([data[k] for k in tests]))
                     labels[key] += f" [{named or 'test set ' + key[3][:6]}]"
         # A one-split dataset: its "test" accuracy is a training figure.
-        prints = [(r["_col"], r["dataset"].get("fingerprints") or {}) for r in self.records]
+        prints = [(self.col(r), r.dataset.get("fingerprints") or {}) for r in self.records]
         for key in {k for k, f in prints if f.get("train") and f["train"] == f.get("test")}:
             labels[key] += SAME_IMAGES
         return {k: labels[k] for k in sorted(labels, key=lambda k: _col_order(self.proto[k],
@@ -191,22 +207,22 @@ class _Board:
     def _rows(self) -> dict:
         by_method = defaultdict(lambda: defaultdict(list))
         for r in self.records:
-            by_method[r["key"]["method"]][r["key"]["config_hash"]].append(r)
+            by_method[r.key.method][r.key.config_hash].append(r)
         names = {}
         for method, hashes in by_method.items():
             # Hashes whose configs differ only in the protocol section and seed keys, and which
             # never hold one seed twice in a column, are one variant: runs sharing everything
             # but the training seed (robust to a config hash that covers protocol or seed).
-            sig = {h: json.dumps(_flatten({k: v for k, v in rs[0]["config"].items()
+            sig = {h: json.dumps(_flatten({k: v for k, v in rs[0].config.items()
                                            if k != "protocol"}), sort_keys=True)
                    for h, rs in hashes.items()}
             for s in set(sig.values()):
                 hs = sorted(h for h in hashes if sig[h] == s)
-                runs = [c for h in hs for c in {(r["_col"], r["key"]["seed"]) for r in hashes[h]}]
+                runs = [c for h in hs for c in {(self.col(r), r.key.seed) for r in hashes[h]}]
                 for h in hs:
                     for r in hashes[h]:
-                        r["_row"] = (method, hs[0] if len(runs) == len(set(runs)) else h)
-            configs = {r["_row"]: r["config"] for rs in hashes.values() for r in rs}
+                        self._row[id(r)] = (method, hs[0] if len(runs) == len(set(runs)) else h)
+            configs = {self.row(r): r.config for rs in hashes.values() for r in rs}
             names.update(_variant_names(method, configs))
         return dict(sorted(names.items(), key=lambda kv: kv[1]))
 
@@ -260,30 +276,35 @@ def _table(title, rows, columns, cells, specs) -> Table | None:
 
 def _tables(b: _Board) -> dict:
     metric = lambda key: _get("metrics", key)  # noqa: E731
-    t = {"main": _grid(b, "Test accuracy, final epoch (%)", metric("test_acc")),
+    acc = metric_spec("test_acc")  # oracle, selected and per-class figures are accuracies too
+    t = {"main": _grid(b, "Test accuracy, final epoch (%)", metric("test_acc"), acc),
          "majority": _majority(b),
          "runs": _per_protocol(b, list(b.columns), "What each row ran (over all its runs; "
                                                    "a/b: runs differ)", RUN),
          "oracle": _grid(b, "Oracle: best test-epoch accuracy (%), chosen on the test set; not "
-                            "comparable with the final-epoch table", _get("oracle", "test_acc")),
+                            "comparable with the final-epoch table", _get("oracle", "test_acc"),
+                         acc),
          "selected": _grid(b, "Validation-selected test accuracy (%)",
-                           _get("selected", "test_acc")),
+                           _get("selected", "test_acc"), acc),
          "mean_class_acc": _grid(b, "Mean-class accuracy, final epoch (%)",
-                                 metric("test_mean_class_acc")),
-         "macro_f1": _grid(b, "Macro-F1, final epoch (%)", metric("test_macro_f1"))}
+                                 metric("test_mean_class_acc"),
+                                 metric_spec("test_mean_class_acc")),
+         "macro_f1": _grid(b, "Macro-F1, final epoch (%)", metric("test_macro_f1"),
+                           metric_spec("test_macro_f1"))}
     for name, (heading, metrics) in PER_PROTOCOL.items():
         t[name] = {}
         for col, label in b.columns.items():
             if name == "noise" and not _noise(b.proto[col]):
                 continue
             if name == "per_class":
-                recs = [r for r in b.records if r["_col"] == col]
+                recs = [r for r in b.records if b.col(r) == col]
                 classes = dict.fromkeys(str(c) for r in recs for c in
-                                        [*(r["dataset"].get("classes") or []), *r["per_class"]])
-                metrics = [(c, _get("per_class", c), PCT) for c in classes]
+                                        [*(r.dataset.get("classes") or []), *r.per_class])
+                metrics = [(c, _get("per_class", c), acc) for c in classes]
             if table := _per_protocol(b, [col], f"{heading}: {label}", metrics):
                 t[name][label] = table
-    size = [("params", "params", SIZE), ("FLOPs / image", "flops_per_image", SIZE)]
+    size = [("params", "params", metric_spec("params", kind="size")),
+            ("FLOPs / image", "flops_per_image", metric_spec("flops_per_image", kind="size"))]
     t["size"] = _per_protocol(b, list(b.columns), "Model size (parameters, FLOPs per image)", size)
     return t
 
@@ -294,9 +315,9 @@ def _majority(b: _Board) -> dict:
     neutral)."""
     out = {}
     for col, label in b.columns.items():
-        for r in (r for r in b.records if r["_col"] == col):
-            counts = np.asarray(r.get("confusion") or [], dtype=float).sum(axis=1)
-            names = r.get("classes_scored") or r["dataset"].get("classes") or []
+        for r in (r for r in b.records if b.col(r) == col):
+            counts = np.asarray(r.confusion or [], dtype=float).sum(axis=1)
+            names = r.classes_scored or r.dataset.get("classes") or []
             if len(counts) and counts.sum() and len(names) == len(counts):
                 top = int(counts.argmax())
                 out[label] = (str(names[top]), float(counts[top] / counts.sum()))
@@ -333,24 +354,21 @@ def _label_noise(b: _Board, results_dir: Path) -> dict:
 def _load(results_dir: Path):
     """Usable records (one per run) and (path, reason) for every result file left out."""
     skipped: list = []
-    records = read_results(results_dir, errors=skipped)
+    found = read_results(results_dir, errors=skipped)
     skipped = [(str(p), why) for p, why in skipped]
     kept, seen = [], {}
-    for r in records:
-        key = r.get("key")
-        if not isinstance(key, dict) or any(f not in key for f in _KEY_FIELDS) \
-                or not isinstance(r.get("protocol"), dict):
-            skipped.append((r["_path"], "record lacks key fields or protocol"))
+    for data in found:
+        try:
+            r = RunRecord.from_json(data, data["_path"])
+        except DataError:
+            skipped.append((data["_path"], "record lacks key fields or protocol"))
             continue
-        r["key"] = {f: str(key[f]) for f in _KEY_FIELDS}
-        for part in ("metrics", "per_class", "dataset", "config"):
-            r[part] = r[part] if isinstance(r.get(part), dict) else {}
-        ident = json.dumps([r["key"], r["protocol"].get("params"), _noise(r["protocol"])],
+        ident = json.dumps([r.key.as_dict(), r.protocol.get("params"), _noise(r.protocol)],
                            sort_keys=True, default=str)
         if ident in seen:
-            skipped.append((r["_path"], f"duplicate of run {seen[ident]}"))
+            skipped.append((r.path, f"duplicate of run {seen[ident]}"))
         else:
-            seen[ident] = r["_path"]
+            seen[ident] = r.path
             kept.append(r)
     return kept, skipped
 
@@ -411,7 +429,7 @@ def build_leaderboard(results_dir, out_dir=None, *, with_plots: bool = True) -> 
     out = check_writable(out_dir if out_dir is not None else results_dir)
     by_dataset = defaultdict(list)
     for r in records:
-        by_dataset[r["key"]["dataset"]].append(r)
+        by_dataset[r.key.dataset].append(r)
     note = f" ({len(skipped)} skipped, listed at the end)" if skipped else ""
     lines = ["# ferbench leaderboard", "",
              f"Read {len(records)} result files from {escape(results_dir)}{note}.", "",

@@ -4,18 +4,48 @@ Pure functions on numpy arrays. `probs` are [N, K] class probabilities over the 
 classes and `labels` are [N] ints in 0..K-1 (the run's order, not canonical indices).
 Keys are lowercase snake_case without a split; the caller prefixes it (`test_acc`).
 A value that is undefined on the given data (no flips, one class only) is None, never
-NaN, so result files stay strict JSON.
+NaN, so result files stay strict JSON. `HIGHER_IS_BETTER` says which way each stored
+key is better; scipy and scikit-learn are imported inside the functions that use them,
+so the leaderboard reads the directions without loading them (about 0.7 s).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import rel_entr
-from scipy.stats import entropy
-from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
 
 EPS = 1e-12
 VOTE_COLUMNS = 8  # FERPlus votes: 8 emotions in canonical order, then unknown and NF
+
+# Which way each key of a result's `metrics` is better, beside the code that computes it
+# (lm-evaluation-harness keeps `higher_is_better` with each metric the same way): True
+# higher, False lower, None neither. Whoever ranks results (the leaderboard's bold) reads
+# it here. None is for figures that are not scores: costs of the model, a speed that is
+# the machine's as much as the method's, a diversity that is neither good nor bad, and
+# the text naming where precision and recall were taken.
+HIGHER_IS_BETTER: dict[str, bool | None] = {
+    "test_acc": True, "test_mean_class_acc": True, "test_macro_f1": True,
+    "test_ece": False, "test_nll": False, "test_brier": False,
+    "test_kl": False,
+    "test_acc_low_ambiguity": True, "test_acc_mid_ambiguity": True,
+    "test_acc_high_ambiguity": True,
+    "test_rejection_auc": True,  # mean accuracy over coverages, not AURC's risk
+    "params": None, "flops_per_image": None, "train_images_per_s": None,
+    "train_memorised": False, "train_corrected": True,
+    "train_noise_auroc": True, "train_noise_precision": True, "train_noise_recall": True,
+    "train_noise_at": None,
+    "test_member_acc_mean": True, "test_ensemble_gain": True,
+    "test_member_disagreement": None,
+}
+# `train_noise_auroc_<score>`: the AUROC of a method's further noise scores.
+_PREFIXES = {"train_noise_auroc_": True}
+
+
+def higher_is_better(key: str) -> bool | None:
+    """Whether a higher value of the stored metric `key` is better (None: neither, or a key
+    a method adds whose direction ferbench does not know)."""
+    if key in HIGHER_IS_BETTER:
+        return HIGHER_IS_BETTER[key]
+    return next((v for prefix, v in _PREFIXES.items() if key.startswith(prefix)), None)
 
 
 def _check(probs, labels):
@@ -82,6 +112,8 @@ def classification_metrics(probs, labels, n_bins: int = 15) -> dict:
     method for the split. Predictions of an absent class still count against precision.
     `per_class_acc` is None for absent classes. ECE uses `n_bins` equal-width bins.
     """
+    from sklearn.metrics import confusion_matrix, f1_score
+
     probs, labels = _check(probs, labels)
     n, k = probs.shape
     preds = probs.argmax(axis=1)
@@ -146,6 +178,8 @@ def kl_to_distribution(target, probs) -> float | None:
     Target rows (counts are fine) are normalised first; NaN or all-zero rows are skipped.
     Probabilities are clipped at 1e-12 so a zero prediction gives a large, finite term.
     """
+    from scipy.special import rel_entr
+
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or len(probs) != len(target):
         raise ValueError(f"probs must be [N, K] matching target, got {probs.shape}")
@@ -163,6 +197,8 @@ def accuracy_by_ambiguity(probs, labels, distributions) -> dict:
     np.quantile at 1/3 and 2/3: low is H <= q1, mid q1 < H <= q2, high H > q2, so ties
     (many faces have unanimous votes, H = 0) all go to the lower tertile.
     """
+    from scipy.stats import entropy
+
     probs, labels = _check(probs, labels)
     d, valid = _distributions(distributions, probs.shape[1])
     out = {"thresholds": None}
@@ -230,6 +266,8 @@ def noise_detection(scores, flipped, decisions=None) -> dict:
     set. AUROC is None when only one of flipped / clean is present;
     precision is None for an empty flagged set, recall None with no flips.
     """
+    from sklearn.metrics import precision_score, recall_score, roc_auc_score
+
     flipped = np.asarray(flipped, dtype=bool)
     if flipped.ndim != 1:
         raise ValueError(f"flipped must be [N], got {flipped.shape}")

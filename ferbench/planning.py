@@ -30,7 +30,7 @@ class RunRequest:
     fer2013_root: str | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
     noise_seed: int = 0
-    preset: str | None = None        # None: quick on synthfer, paper elsewhere
+    preset: str | None = None        # None: the dataset's default_preset (quick on synthfer)
     flags: dict = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
     out: str = "results"
@@ -85,7 +85,7 @@ def plan_runs(req: RunRequest):
     classes = {m: reg.get("methods", m) for m in methods}
     families = {name: p.obj for name, p in reg.protocols.items()}
     parsed = [parse_protocol(p, families) for p in req.protocols]
-    preset = req.preset or getattr(reg.get("datasets", req.dataset), "default_preset", "paper")
+    preset = req.preset or reg.get("datasets", req.dataset).default_preset
     for m, cls in classes.items():
         if preset not in (getattr(cls, "presets", None) or {}):
             raise unknown_name(f"preset of method {m}", preset, cls.presets)

@@ -224,15 +224,15 @@ def draw_dataset(out, dataset: str, columns, noise_series: dict, used: set) -> l
         title = f"{dataset} · {label}"
         panels = []
         for name, recs in per_row:
-            mats = [m for m in (_square(r.get("confusion")) for r in recs) if m is not None]
+            mats = [m for m in (_square(r.confusion) for r in recs) if m is not None]
             mats = [m for m in mats if m.shape == mats[0].shape]
             if mats:
-                panels.append((name, mats, (recs[0].get("dataset") or {}).get("classes") or []))
+                panels.append((name, mats, recs[0].dataset.get("classes") or []))
         if panels:
             made.append(confusion_grid(path(dataset, label, "confusion"), title, panels))
         for field, draw, kind in (("reliability", reliability_diagram, "reliability"),
                                   ("rejection_curve", rejection_curves, "rejection")):
-            curves = {n: [r[field] for r in recs if isinstance(r.get(field), dict)]
+            curves = {n: [getattr(r, field) for r in recs if isinstance(getattr(r, field), dict)]
                       for n, recs in per_row}
             curves = {n: c for n, c in curves.items() if c}
             if curves:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tabulate import tabulate
 
+from .metrics import higher_is_better
+
 MISSING = "–"
 _SPECIAL = re.compile(r"([\\`*_|<>\[\]~&$#])")
 
@@ -22,8 +24,15 @@ class Spec:
     kind: str = "num"      # num | text (e.g. train_noise_at) | size (params, FLOPs)
 
 
-PCT, PCT_LOW, PCT_ANY = Spec(), Spec(better=-1), Spec(better=0)
-TEXT, SIZE = Spec(better=0, kind="text"), Spec(better=0, kind="size")
+# Columns whose direction is not a stored metric's (those use `metric_spec`): a
+# percentage, a percentage never ranked, and text.
+PCT, PCT_ANY, TEXT = Spec(), Spec(better=0), Spec(better=0, kind="text")
+
+
+def metric_spec(key: str, scale: float = 100.0, decimals: int = 2, kind: str = "num") -> Spec:
+    """The column of a stored metric, best the way `metrics.HIGHER_IS_BETTER` says for `key`."""
+    higher = higher_is_better(key)
+    return Spec(scale, decimals, 0 if higher is None else 1 if higher else -1, kind)
 
 
 @dataclass

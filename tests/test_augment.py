@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ferbench.data.augment import (VIEWS, apply_view, crop_flip, register_view, resolve_view,
-                                   random_erase)
+from ferbench import View, hookimpl, plugins
+from ferbench.data.augment import apply_view, crop_flip, random_erase, resolve_view
 from ferbench.errors import ConfigError
+from ferbench.plugins import build_registry
 
 
 def _batch(b=8, size=16, c=1, seed=0):
@@ -67,18 +68,72 @@ def test_views_resolve_with_their_full_parameters_for_the_config_hash():
         resolve_view("strnog")
 
 
-def test_a_plugin_can_register_a_view_once():
-    @register_view("test-invert-once")
-    def invert(images, gen):
-        return 1 - images.permute(0, 3, 1, 2).float() / 255
+def _invert(images, gen):
+    return 1 - images.permute(0, 3, 1, 2).float() / 255
 
-    try:
-        out = apply_view("test-invert-once", _batch(), torch.Generator())
-        assert out.shape == (8, 3, 16, 16)
-        with pytest.raises(ValueError, match="already registered"):
-            register_view("test-invert-once")(invert)
-    finally:
-        VIEWS.pop("test-invert-once", None)
+
+class InvertOnce:
+    """A plugin that adds the view `test-invert-once` and tries to take the built-in `flip`."""
+
+    @hookimpl
+    def ferbench_register_views(self, register):
+        register("test-invert-once", View(_invert))
+        register("flip", View(_invert))
+
+
+@pytest.fixture
+def plugin_registry(monkeypatch):
+    """Makes the process registry one built from the built-ins and the given plugin objects."""
+    monkeypatch.setenv("FERBENCH_LOAD_PLUGINS", "")
+
+    def build(*extra):
+        reg = build_registry(extra_plugins=list(extra))
+        monkeypatch.setattr(plugins, "_REGISTRY", reg)
+        return reg
+    return build
+
+
+def test_a_plugin_can_register_a_view_once(plugin_registry):
+    reg = plugin_registry(InvertOnce())
+    out = apply_view("test-invert-once", _batch(), torch.Generator())
+    assert out.shape == (8, 3, 16, 16)
+    assert torch.equal(out[:, :1], 1 - apply_view("none", _batch(), torch.Generator())[:, :1])
+    # A built-in view's name can never be taken: the later registration is refused.
+    [error] = reg.plugins["InvertOnce-0"].errors
+    assert error == "view 'flip' is already registered by ferbench.data.views; skipped"
+    assert reg.views["flip"].plugin == "ferbench.data.views"
+
+
+def test_a_view_two_plugins_claim_is_refused_for_both(plugin_registry):
+    class Again(InvertOnce):
+        pass
+
+    plugin_registry(InvertOnce(), Again())
+    with pytest.raises(ConfigError, match=r"^view 'test-invert-once' is registered by more than "
+                                          r"one plugin \(InvertOnce-0, Again-1\): uninstall all "
+                                          r"but one$"):
+        apply_view("test-invert-once", _batch(), torch.Generator())
+
+
+def test_a_plugin_view_is_checked_like_a_built_in_one(plugin_registry):
+    def scaled(images, gen, gain):
+        return (images.permute(0, 3, 1, 2).float() / 255 * gain).clamp(0, 1)
+
+    class Gain:
+        @hookimpl
+        def ferbench_register_views(self, register):
+            register("gain", View(scaled, {"gain": 1.0}, {"gain": (0.0, 4.0)}))
+
+    plugin_registry(Gain())
+    assert resolve_view(("gain", {"gain": 2})) == ("gain", {"gain": 2})
+    assert torch.equal(apply_view(("gain", {"gain": 0.0}), _batch(), torch.Generator()),
+                       torch.zeros(8, 3, 16, 16))
+    with pytest.raises(ConfigError, match=r"^augmentation view gain: gain=5 must be in "
+                                          r"\[0.0, 4.0\]$"):
+        resolve_view(("gain", {"gain": 5}))
+    with pytest.raises(ConfigError, match=r"^unknown augmentation view 'gian'; did you mean "
+                                          r"'gain'\? \(choices: flip, gain, none, strong, weak\)$"):
+        resolve_view("gian")
 
 
 @pytest.mark.parametrize("view", ["weak", "strong"])

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import math
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ferbench.metrics import (
-    accuracy_by_ambiguity, classification_metrics, kl_to_distribution, memorisation,
-    noise_detection, rejection_curve, reliability, shared_class_predictions, summarise_by_flip,
-    votes_to_distribution,
+    HIGHER_IS_BETTER, accuracy_by_ambiguity, classification_metrics, higher_is_better,
+    kl_to_distribution, memorisation, noise_detection, rejection_curve, reliability,
+    shared_class_predictions, summarise_by_flip, votes_to_distribution,
 )
+
+RESULTS_DOC = Path(__file__).resolve().parents[1] / "docs" / "results.md"
 
 # 4 samples, 3 classes: predictions 0, 1, 0, 2 against labels 0, 1, 1, 2 (sample 2 wrong).
 PROBS = np.array([[0.7, 0.2, 0.1], [0.2, 0.6, 0.2], [0.5, 0.4, 0.1], [0.1, 0.3, 0.6]])
@@ -208,3 +214,52 @@ def test_shared_class_predictions():
     assert test_to_shared.tolist() == [1, -1, 0]
     with pytest.raises(ValueError):
         shared_class_predictions(probs, ("neutral", "happiness", "surprise"), ("contempt",))
+
+
+# --- which way each stored metric is better ---------------------------------------------------
+
+
+def test_every_metric_key_the_results_schema_lists_has_a_direction():
+    """A key documented in docs/results.md's `metrics` has its direction in ferbench.metrics."""
+    schema = RESULTS_DOC.read_text()
+    block = schema[schema.index("\nmetrics "):schema.index("\noracle ")]
+    keys = set(re.findall(r"\b(?:test|train)_[a-z0-9_]*[a-z0-9]\b|\bparams\b|\bflops_per_image\b",
+                          block))
+    assert {"test_acc", "test_ece", "train_memorised", "params"} <= keys
+    assert sorted(keys - set(HIGHER_IS_BETTER)) == []
+
+
+def test_lower_is_better_for_errors_divergences_and_memorisation_only():
+    lower = {k for k, higher in HIGHER_IS_BETTER.items() if higher is False}
+    assert lower == {"test_ece", "test_nll", "test_brier", "test_kl", "train_memorised"}
+    assert higher_is_better("test_acc") is True and higher_is_better("test_rejection_auc") is True
+    # Not scores: a model's cost, the machine's speed, how often ensemble members disagree.
+    assert higher_is_better("params") is None and higher_is_better("train_images_per_s") is None
+    assert higher_is_better("test_member_disagreement") is None
+    # A method's further noise scores are AUROCs too; a key ferbench does not know has none.
+    assert higher_is_better("train_noise_auroc_loss") is True
+    assert higher_is_better("test_some_method_extra") is None
+
+
+def test_the_leaderboard_ranks_each_metric_the_way_metrics_says():
+    from ferbench import leaderboard
+
+    columns = [c for table in (leaderboard.CALIBRATION, leaderboard.NOISE, leaderboard.AMBIGUITY,
+                               leaderboard.ENSEMBLE) for c in table if isinstance(c[1], str)]
+    assert {"test_ece", "test_kl", "train_memorised", "train_noise_precision"} <= {
+        key for _, key, _ in columns}
+    for header, key, spec in columns:
+        if key in ("train_noise_precision", "train_noise_recall"):
+            # Higher is better, but each is at its method's own operating point: never bold.
+            assert HIGHER_IS_BETTER[key] is True and spec.better == 0, header
+        else:
+            assert spec.better == {True: 1, False: -1, None: 0}[HIGHER_IS_BETTER[key]], header
+
+
+def test_reading_the_directions_loads_neither_scipy_nor_scikit_learn():
+    code = ("import sys; from ferbench.metrics import HIGHER_IS_BETTER\n"
+            "heavy = sorted(m for m in ('scipy', 'sklearn', 'torch') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr

@@ -19,16 +19,20 @@ import pytest
 import tomllib
 from click.testing import CliRunner
 
-from ferbench import hookimpl, plugins
+from ferbench import Method, View, hookimpl, plugins
 from ferbench.cli import cli
+from ferbench.datasets import DatasetAdapter
 from ferbench.errors import ConfigError
+from ferbench.hookspecs import hookspec
 from ferbench.plugins import ENTRY_POINT_GROUP, build_registry, describe
+from ferbench.protocols import Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 BUILTIN_METHODS = {"baseline"}
 BUILTIN_DATASETS = {"synthfer", "fer2013", "ferplus", "ckplus", "rafdb", "affectnet", "jaffe",
                     "imagefolder"}
 BUILTIN_PROTOCOLS = {"clean", "noise", "noise_file", "cross"}
+BUILTIN_VIEWS = {"none", "weak", "flip", "strong"}
 
 
 class Site:
@@ -77,12 +81,13 @@ def site(tmp_path, monkeypatch):
 
 
 GOOD = """
-    from ferbench import hookimpl
+    from ferbench import Method, hookimpl
+    from ferbench.datasets import DatasetAdapter
 
-    class Echo:
+    class Echo(Method):
         '''A method that repeats what it saw.'''
 
-    class EchoFaces:
+    class EchoFaces(DatasetAdapter):
         name = "echo-faces"
 
     @hookimpl
@@ -98,16 +103,19 @@ GOOD = """
 
 def _claims(name: str, kind: str = "methods") -> str:
     """Source of a plugin module that registers `name` as a method (or dataset)."""
-    hook = {"methods": "ferbench_register_methods", "datasets": "ferbench_register_datasets"}[kind]
+    hook, base, thing = {"methods": ("ferbench_register_methods", "Method", "Thing"),
+                         "datasets": ("ferbench_register_datasets", "DatasetAdapter",
+                                      "Thing()")}[kind]
     return f"""
-        from ferbench import hookimpl
+        from ferbench import Method, hookimpl
+        from ferbench.datasets import DatasetAdapter
 
-        class Thing:
+        class Thing({base}):
             pass
 
         @hookimpl
         def {hook}(register):
-            register({name!r}, Thing)
+            register({name!r}, {thing})
     """
 
 
@@ -119,6 +127,7 @@ def _assert_builtins_intact(reg):
     assert BUILTIN_METHODS <= set(reg.methods)
     assert BUILTIN_DATASETS <= set(reg.datasets)
     assert BUILTIN_PROTOCOLS <= set(reg.protocols)
+    assert BUILTIN_VIEWS <= set(reg.views)
     for p in reg.plugins.values():
         if p.builtin:
             assert p.errors == [], (p.name, p.errors)
@@ -168,9 +177,13 @@ def test_plugin_that_fails_to_import_is_listed_with_its_error_and_the_rest_works
 
 def test_plugin_whose_hook_raises_is_listed_and_that_hooks_registrations_dropped(site):
     site.install("ferbench-flaky", "ferbench_flaky", """
-        from ferbench import hookimpl
+        from ferbench import Method, hookimpl
+        from ferbench.datasets import DatasetAdapter
 
-        class Half:
+        class Half(Method):
+            pass
+
+        class HalfFaces(DatasetAdapter):
             pass
 
         @hookimpl
@@ -180,7 +193,7 @@ def test_plugin_whose_hook_raises_is_listed_and_that_hooks_registrations_dropped
 
         @hookimpl
         def ferbench_register_datasets(register):
-            register("flaky-faces", Half())
+            register("flaky-faces", HalfFaces())
     """)
     site.install("ferbench-echo", "ferbench_echo", GOOD)
     reg = build_registry()
@@ -201,12 +214,12 @@ def test_plugin_whose_hook_raises_is_listed_and_that_hooks_registrations_dropped
 
 def test_plugin_cannot_replace_a_builtin_name(site):
     site.install("ferbench-usurper", "ferbench_usurper", """
-        from ferbench import hookimpl
+        from ferbench import Method, hookimpl
 
-        class FakeBaseline:
+        class FakeBaseline(Method):
             pass
 
-        class Mine:
+        class Mine(Method):
             pass
 
         @hookimpl
@@ -300,21 +313,33 @@ def builtins_only(monkeypatch):
     monkeypatch.setenv("FERBENCH_LOAD_PLUGINS", "")
 
 
+class UnitA(Method):
+    """A method that registers; it never runs."""
+
+
+class UnitB(Method):
+    """Another."""
+
+
+class Faces(DatasetAdapter):
+    """A dataset adapter that registers; it never reads."""
+
+
 class TwoMethods:
     @hookimpl
     def ferbench_register_methods(self, register):
-        register("unit-a", dict)
-        register("unit-b", list)
+        register("unit-a", UnitA)
+        register("unit-b", UnitB)
 
     @hookimpl
     def ferbench_register_protocols(self, register):
-        register("unit-protocol", object())
+        register("unit-protocol", Protocol())
 
 
 def test_extra_plugin_object_registers_its_names(builtins_only):
     plugin = TwoMethods()
     reg = build_registry(extra_plugins=[plugin])
-    assert reg.get("methods", "unit-a") is dict and reg.get("methods", "unit-b") is list
+    assert reg.get("methods", "unit-a") is UnitA and reg.get("methods", "unit-b") is UnitB
     assert "unit-protocol" in reg.protocols
     provider = reg.methods["unit-a"].plugin
     assert reg.plugins[provider].registered == {"methods": ["unit-a", "unit-b"],
@@ -329,16 +354,16 @@ def test_extra_plugin_hook_that_raises_is_isolated(builtins_only):
     class Raises:
         @hookimpl
         def ferbench_register_methods(self, register):
-            register("never", int)
+            register("never", UnitA)
             raise KeyError("missing config key")
 
     class Fine:
         @hookimpl
         def ferbench_register_methods(self, register):
-            register("fine", float)
+            register("fine", UnitB)
 
     reg = build_registry(extra_plugins=[Raises(), Fine()])
-    assert "never" not in reg.methods and reg.get("methods", "fine") is float
+    assert "never" not in reg.methods and reg.get("methods", "fine") is UnitB
     errors = [e for p in reg.plugins.values() for e in p.errors]
     assert len(errors) == 1 and "ferbench_register_methods raised KeyError" in errors[0]
     assert "missing config key" in errors[0]
@@ -349,13 +374,13 @@ def test_extra_plugin_name_collisions_are_reported_and_a_contested_name_refused(
     class First:
         @hookimpl
         def ferbench_register_datasets(self, register):
-            register("shared-name", "first")
-            register("synthfer", "not the built-in")
+            register("shared-name", Faces())
+            register("synthfer", Faces())  # not the built-in
 
     class Second:
         @hookimpl
         def ferbench_register_datasets(self, register):
-            register("shared-name", "second")
+            register("shared-name", Faces())
 
     reg = build_registry(extra_plugins=[First(), Second()])
     assert reg.datasets["synthfer"].plugin == "ferbench.datasets.builtin"
@@ -433,7 +458,8 @@ def test_ferbench_list_json_shows_builtins_and_every_plugin_of_this_repository()
     assert BUILTIN_METHODS <= {m["name"] for m in info["methods"]}
     assert BUILTIN_DATASETS <= {d["name"] for d in info["datasets"]}
     assert BUILTIN_PROTOCOLS <= {p["name"] for p in info["protocols"]}
-    for kind in ("methods", "datasets", "protocols"):
+    assert BUILTIN_VIEWS <= {v["name"] for v in info["views"]}
+    for kind in ("methods", "datasets", "protocols", "views"):
         for row in info[kind]:
             assert set(row) == {"name", "plugin", "version"}
     builtin = {p["name"] for p in info["plugins"] if p["builtin"]}
@@ -520,3 +546,258 @@ def test_a_bug_in_a_dataset_plugin_names_the_plugin_module(site, monkeypatch):
     assert re.fullmatch(r"ferbench: internal error in ferbench_faulty \(ferbench_faulty\.py:\d+, "
                         r"open\): KeyError: 'emotion' \(run with --debug for the traceback\)",
                         line), line
+
+
+# --- a plugin's own hooks, kept on the registry's plugin manager -----------------------------
+
+
+class LabelSpaces:
+    """The hooks a label-distribution plugin specifies for other plugins to implement."""
+
+    @hookspec
+    def ferbench_ldl_spaces(self, dataset):
+        """Return the name of a label space offered for `dataset`; every answer is collected."""
+
+
+class AlreadySpecified:
+    @hookspec
+    def ferbench_register_methods(self):
+        """A second spec for a built-in hook, without its `register`."""
+
+
+class LdlCore:
+    """Adds the hooks of `LabelSpaces`."""
+
+    @hookimpl
+    def ferbench_add_hookspecs(self, pluginmanager):
+        pluginmanager.add_hookspecs(LabelSpaces)
+
+
+class ValenceArousal:
+    """Implements a hook that `LdlCore` specifies."""
+
+    @hookimpl
+    def ferbench_ldl_spaces(self, dataset):
+        return f"valence-arousal of {dataset}"
+
+
+def _info(reg, prefix: str):
+    return next(p for p in reg.plugins.values() if p.name.startswith(prefix))
+
+
+@pytest.mark.parametrize("spec_first", [True, False])
+def test_a_plugin_adds_a_hook_and_another_plugin_answers_it(builtins_only, monkeypatch,
+                                                            spec_first):
+    """Which plugin loads first does not matter: the hook is specified before any is called."""
+    pair = [LdlCore(), ValenceArousal()]
+    reg = build_registry(extra_plugins=pair if spec_first else pair[::-1])
+    assert [p.errors for p in reg.plugins.values() if p.errors] == []
+    monkeypatch.setattr(plugins, "_REGISTRY", reg)
+
+    pm = plugins.plugin_manager()
+    assert pm is reg.pm
+    assert pm.hook.ferbench_ldl_spaces(dataset="ferplus") == ["valence-arousal of ferplus"]
+    # Nothing leaks into the next registry: the spec belongs to the manager that loaded it.
+    assert not hasattr(build_registry().pm.hook, "ferbench_ldl_spaces")
+
+
+@pytest.mark.parametrize("implemented_first", [True, False])
+def test_an_implementation_that_breaks_a_plugins_hookspec_is_the_implementers_error(
+        builtins_only, implemented_first):
+    class WrongArgs:
+        @hookimpl
+        def ferbench_ldl_spaces(self, dataset, device):  # `device` is not in LdlCore's spec
+            return "never"
+
+        @hookimpl
+        def ferbench_register_methods(self, register):
+            register("wrong-args-method", UnitA)
+
+    trio = [WrongArgs(), LdlCore(), ValenceArousal()]
+    reg = build_registry(extra_plugins=trio if implemented_first else trio[1:] + trio[:1])
+
+    [error] = _info(reg, "WrongArgs").errors
+    assert error.startswith("cannot register:") and "device" in error and "\n" not in error
+    if implemented_first:
+        assert error.endswith("(hookspec added by LdlCore-1)")
+    # Refused whole, as when the spec exists before it registers: none of its hooks runs.
+    assert "wrong-args-method" not in reg.methods
+    assert _info(reg, "LdlCore").errors == [] and _info(reg, "ValenceArousal").errors == []
+    assert reg.pm.hook.ferbench_ldl_spaces(dataset="rafdb") == ["valence-arousal of rafdb"]
+    _assert_builtins_intact(reg)
+
+
+def test_a_plugin_whose_add_hookspecs_raises_is_listed_and_the_rest_works(builtins_only):
+    class Raises:
+        @hookimpl
+        def ferbench_add_hookspecs(self, pluginmanager):
+            raise ModuleNotFoundError("No module named 'ferbench_ldl_specs'")
+
+        @hookimpl
+        def ferbench_register_methods(self, register):
+            register("raises-method", UnitA)
+
+    class Respecifies:
+        @hookimpl
+        def ferbench_add_hookspecs(self, pluginmanager):
+            pluginmanager.add_hookspecs(AlreadySpecified)
+
+    reg = build_registry(extra_plugins=[Raises(), Respecifies(), LdlCore(), ValenceArousal()])
+    [raised] = _info(reg, "Raises").errors
+    assert re.fullmatch(r"ferbench_add_hookspecs raised ModuleNotFoundError: No module named "
+                        r"'ferbench_ldl_specs' \(test_plugins\.py:\d+\)", raised), raised
+    [respecified] = _info(reg, "Respecifies").errors
+    assert re.fullmatch(r"ferbench_add_hookspecs raised ValueError: hook ferbench_register_methods "
+                        r"is already specified \(test_plugins\.py:\d+\)", respecified), respecified
+    # Like any other hook that raises: its other hooks still count.
+    assert reg.methods["raises-method"].plugin.startswith("Raises")
+    assert reg.pm.hook.ferbench_ldl_spaces(dataset="jaffe") == ["valence-arousal of jaffe"]
+    _assert_builtins_intact(reg)
+
+
+# --- augmentation views from a plugin --------------------------------------------------------
+
+
+class Inverted:
+    """A plugin adding the view `inverted`: each face's negative blended in by `strength`.
+
+    It keeps the size of every batch it was given, so a test sees what it was applied to.
+    """
+
+    def __init__(self):
+        self.batches: list[int] = []
+
+    def invert(self, images, gen, strength):
+        self.batches.append(len(images))
+        x = images.permute(0, 3, 1, 2).float() / 255
+        return x + strength * (1 - 2 * x)
+
+    @hookimpl
+    def ferbench_register_views(self, register):
+        register("inverted", View(self.invert, {"strength": 1.0}, {"strength": (0.0, 1.0)}))
+
+
+def test_a_plugin_view_is_listed_and_a_method_trains_on_it(builtins_only, monkeypatch, tmp_path):
+    from ferbench.runner import RunRequest, run
+
+    plugin = Inverted()
+    monkeypatch.setattr(plugins, "_REGISTRY", build_registry(extra_plugins=[plugin]))
+
+    listed = CliRunner().invoke(cli, ["list"])
+    assert listed.exit_code == 0, listed.output
+    assert re.search(r"^Views:\n(.*\n)*inverted\s+Inverted-0\s+unknown$", listed.stdout,
+                     re.MULTILINE), listed.stdout
+    assert re.search(r"^weak\s+ferbench\.data\.views\s", listed.stdout, re.MULTILINE)
+    as_json = json.loads(CliRunner().invoke(cli, ["list", "--json"]).stdout)
+    assert {"name": "inverted", "plugin": "Inverted-0", "version": "unknown"} in as_json["views"]
+
+    [path] = run(RunRequest(
+        methods=["baseline"], data_options={"n_train": 96, "n_test": 48, "size": 24},
+        flags={"epochs": 1, "batch_size": 16, "image_size": 24, "device": "cpu",
+               "precision": "fp32"},
+        overrides=["views=[[inverted,{strength:0.5}]]"], out=str(tmp_path),
+        leaderboard=False, show_progress=False))
+    record = json.loads(path.read_text())
+    assert record["config"]["method"]["views"] == [["inverted", {"strength": 0.5}]]
+    assert sum(plugin.batches) == 96, plugin.batches  # every training face went through it
+
+
+# --- what a plugin registers is checked ------------------------------------------------------
+
+WRONG = """
+    from dataclasses import dataclass
+
+    from ferbench import Method, MethodConfig, View, hookimpl
+
+    def not_a_method():
+        pass
+
+    class NoDecorator(MethodConfig):
+        alpha: float = 0.2
+
+    class Undecorated(Method):
+        Config = NoDecorator
+
+    @dataclass
+    class Loose:
+        alpha: float = 0.2
+
+    class LooseConfig(Method):
+        Config = Loose
+
+    class Right(Method):
+        pass
+
+    def invert(images, gen):
+        return 1 - images.permute(0, 3, 1, 2).float() / 255
+
+    @hookimpl
+    def ferbench_register_methods(register):
+        register("not-a-class", not_a_method)
+        register("undecorated", Undecorated)
+        register("loose", LooseConfig)
+        register("right", Right)
+
+    @hookimpl
+    def ferbench_register_datasets(register):
+        register("dict-faces", {"train": "faces/"})
+
+    @hookimpl
+    def ferbench_register_protocols(register):
+        register("noise40", "noise rate=40")
+
+    @hookimpl
+    def ferbench_register_views(register):
+        register("bare-function", invert)
+        register("negative", View(invert))
+"""
+WRONG_ERRORS = [
+    "method 'not-a-class' is not a Method subclass (got function)",
+    "method 'undecorated': its Config NoDecorator is not a dataclass (add @dataclass)",
+    "method 'loose': its Config is not a MethodConfig subclass (got class Loose)",
+    "dataset 'dict-faces' is not a DatasetAdapter instance (got dict object)",
+    "protocol 'noise40' is not a Protocol instance (got str object)",
+    "view 'bare-function' is not a View instance (got function)",
+]
+
+
+def test_a_wrong_object_is_listed_as_its_plugins_error_and_never_registered(site, monkeypatch):
+    site.install("ferbench-wrong", "ferbench_wrong", WRONG, version="0.1")
+    monkeypatch.setattr(plugins, "_REGISTRY", None)  # the CLI discovers plugins afresh
+
+    listed = CliRunner().invoke(cli, ["list"])
+    assert listed.exit_code == 0, listed.output
+    out = listed.stdout
+    for error in WRONG_ERRORS:
+        assert f"\n  ferbench-wrong: {error}\n" in out, out
+    # The rest still works: the same plugin's right objects, and every built-in.
+    assert re.search(r"^right\s+ferbench-wrong\s+0\.1$", out, re.MULTILINE), out
+    assert re.search(r"^negative\s+ferbench-wrong\s+0\.1$", out, re.MULTILINE), out
+    assert re.search(r"^baseline\s+ferbench\.methods\.builtin", out, re.MULTILINE), out
+
+    info = json.loads(CliRunner().invoke(cli, ["list", "--json"]).stdout)
+    row = next(p for p in info["plugins"] if p["name"] == "ferbench-wrong")
+    assert row["errors"] == WRONG_ERRORS
+    assert row["registered"] == {"methods": ["right"], "views": ["negative"]}
+    named = {kind: {r["name"] for r in info[kind]} for kind in plugins.KINDS}
+    assert not {"not-a-class", "undecorated", "loose"} & named["methods"]
+    assert "dict-faces" not in named["datasets"] and "noise40" not in named["protocols"]
+    assert "bare-function" not in named["views"]
+    _assert_builtins_intact(plugins.registry())
+    with pytest.raises(ConfigError, match="unknown method 'not-a-class'"):
+        plugins.registry().get("methods", "not-a-class")
+
+
+# --- what a plugin's hook module costs to import ---------------------------------------------
+
+
+def test_a_plugins_hook_module_imports_without_torch():
+    """`import ferbench` must not load torch (seconds): `ferbench list` imports every plugin."""
+    code = ("import sys, ferbench.hookspecs; from ferbench import hookimpl, View\n"
+            "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'torch')\n"
+            "assert not loaded, loaded[:5]\n"
+            "from ferbench import Method, split_epochs\n"
+            "assert 'torch' in sys.modules and split_epochs(2, [1, 1]) == [1, 1]\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import write_image
-from ferbench import runner
+from ferbench.context import load_split
 from ferbench.datasets import open_dataset
 from ferbench.datasets.base import Dataset
 from ferbench.datasets.rafdb import RAFDB
@@ -20,6 +20,7 @@ from ferbench.labels import BASIC7, CLASSES
 from ferbench.plugins import registry
 from ferbench.protocols import (Clean, Cross, Noise, NoiseFile, document_hash, finish_view,
                                 generate_noise, parse_protocol)
+from ferbench.store import write_noise
 
 RAF = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")  # codes 1..7
 
@@ -145,7 +146,7 @@ def test_noise_file_written_by_a_run_is_byte_identical_across_runs(tmp_path):
     paths = []
     for out in ("a", "b"):
         view = finish_view(Noise().apply(ds, {"rate": 30.0, "noise_seed": 0}), {})
-        info = runner._write_noise(tmp_path / out, ds.name, view)
+        info = write_noise(tmp_path / out, ds.name, view)
         paths.append(tmp_path / out / info["file"])
         assert info["hash"] == view.noise.hash and info["n_flipped"] == round(0.3 * 64)
     assert paths[0].read_bytes() == paths[1].read_bytes()
@@ -466,12 +467,12 @@ def test_label_carrying_extras_are_withheld_under_noise_unless_allowed():
     clean = finish_view(Clean()._base_view(ds, {}), {})
     assert noisy.withhold_label_extras and noisy.record["label_extras_withheld"] is True
     assert not allowed.withhold_label_extras and not clean.withhold_label_extras
-    split = runner._split_data("train", noisy.train, noisy.train_labels, "L", 48,
-                               noisy.withhold_label_extras, False)
+    split = load_split("train", noisy.train, noisy.train_labels, mode="L", size=48,
+                       withhold=noisy.withhold_label_extras, show_progress=False)
     assert set(split.extras) == {"landmarks"}  # image-derived extras always reach the method
     assert (split.labels.numpy() == noisy.train_labels).all()  # the noisy labels
-    split = runner._split_data("train", allowed.train, allowed.train_labels, "L", 48,
-                               allowed.withhold_label_extras, False)
+    split = load_split("train", allowed.train, allowed.train_labels, mode="L", size=48,
+                       withhold=allowed.withhold_label_extras, show_progress=False)
     assert set(split.extras) == {"distribution", "landmarks"}
     # still there for the harness's evaluation
     assert "distribution" in noisy.test.extras and "distribution" in noisy.train.extras

@@ -46,9 +46,10 @@ from ferbench.datasets import fer2013_match as fm
 from ferbench.datasets.base import open_dataset
 from ferbench.datasets.fer2013 import FER2013
 from ferbench.datasets.ferplus import FERPlus
+from ferbench.datasets.realnoise import RealNoise
 from ferbench.errors import ConfigError, DataError
 from ferbench.labels import CLASSES
-from ferbench.protocols import RealNoise, finish_view
+from ferbench.protocols import finish_view
 
 ix = CLASSES.index
 
@@ -412,14 +413,14 @@ def test_realnoise_trains_on_matched_faces_with_fer2013_labels(universe):
 
 
 def test_realnoise_withholds_the_votes_like_generated_noise(universe):
-    from ferbench import runner
+    from ferbench.context import load_split
 
     ds = universe.open_ferplus()
     view = finish_view(RealNoise().apply(ds, {"fer2013_root": str(universe.export)}), {})
     assert view.withhold_label_extras and view.record["label_extras_withheld"] is True
     assert view.train.label_extras == {"votes"} and len(view.train.extras["votes"]) == MATCHED
-    split = runner._split_data("train", view.train, view.train_labels, "L", 48,
-                               view.withhold_label_extras, False)
+    split = load_split("train", view.train, view.train_labels, mode="L", size=48,
+                       withhold=view.withhold_label_extras, show_progress=False)
     assert "votes" not in split.extras
     assert split.labels.tolist() == view.train_labels.tolist()  # FER2013's labels
     allowed = finish_view(RealNoise().apply(ds, {"fer2013_root": str(universe.export)}),

@@ -17,8 +17,9 @@ from click.testing import CliRunner
 
 from ferbench.cli import cli
 
+# fp32 named: `auto` picks bf16 on CPUs with AMX or AVX512-BF16, and the record says which.
 TINY = ["-o", "n_train=64", "-o", "n_test=32", "--epochs", "1", "--batch-size", "16",
-        "--device", "cpu"]
+        "--device", "cpu", "--precision", "fp32"]
 NOISE30 = ["run", "--method", "baseline", "--protocol", "noise30", *TINY]
 
 

@@ -5,41 +5,35 @@ parameters are drawn per sample from the engine's generator, so a run is
 reproducible and a resumed epoch sees the same augmentations. Crop and flip
 are two gathers on the uint8 batch (no per-sample Python, no padded copy); the
 affine and photometric parts of the strong view are batched tensor ops.
+
+Views are looked up by name in the plugin registry (`ferbench_register_views`);
+the built-in ones below are registered by `ferbench.data.views` like any plugin's.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-ViewFn = Callable[..., torch.Tensor]
-VIEWS: dict[str, ViewFn] = {}
-DEFAULT_PARAMS: dict[str, dict] = {}
-PARAM_RANGES: dict[str, dict[str, tuple]] = {}
+from .. import plugins
+from ..errors import ConfigError, unknown_name
 
 
-def register_view(name: str, ranges: dict[str, tuple] | None = None, **defaults):
-    """Decorator: add a view under `name` with its default parameters (plugins may add views);
-    `ranges` maps a parameter to the (low, high) values it accepts, both included."""
-    def wrap(fn: ViewFn) -> ViewFn:
-        if name in VIEWS:
-            raise ValueError(f"view {name!r} is already registered")
-        VIEWS[name], DEFAULT_PARAMS[name], PARAM_RANGES[name] = fn, defaults, ranges or {}
-        return fn
-    return wrap
+def _lookup(name: str):
+    """The registered view called `name`. `apply_view` runs once per batch: the registry is
+    built once per process, so this is a few dict lookups."""
+    reg = plugins.registry()
+    if name not in reg.views:
+        raise unknown_name("augmentation view", name, reg.views)
+    return reg.get("views", name)  # a name two plugins claim: one error naming both
 
 
-def resolve_view(spec) -> tuple[str, dict]:
-    """A view given as a name or (name, params) → (name, full params), for the config hash."""
-    from ..errors import ConfigError, unknown_name
-
+def _resolve(spec):
     name, params = (spec, {}) if isinstance(spec, str) else (spec[0], dict(spec[1]))
-    if name not in VIEWS:
-        raise unknown_name("augmentation view", name, VIEWS)
-    defaults = DEFAULT_PARAMS[name]
+    view = _lookup(name)
+    defaults = view.defaults
     for key, value in params.items():
         if key not in defaults:
             raise unknown_name(f"parameter of augmentation view {name}", key, defaults)
@@ -52,18 +46,24 @@ def resolve_view(spec) -> tuple[str, dict]:
         if isinstance(defaults[key], int) and not isinstance(defaults[key], bool) \
                 and not float(value).is_integer():
             raise ConfigError(f"augmentation view {name}: {key}={value!r} must be a whole number")
-        lo, hi = PARAM_RANGES[name].get(key, (None, None))
+        lo, hi = view.ranges.get(key, (None, None))
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise ConfigError(f"augmentation view {name}: {key}={value!r} must be in "
                               f"[{lo}, {hi}]")
-    return name, {**defaults, **params}
+    return name, view, {**defaults, **params}
+
+
+def resolve_view(spec) -> tuple[str, dict]:
+    """A view given as a name or (name, params) → (name, full params), for the config hash."""
+    name, _, params = _resolve(spec)
+    return name, params
 
 
 def apply_view(spec, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """uint8 [B, H, W, C] → float [B, 3, H, W]; grey is repeated to 3 channels only at the end,
     so every op before runs on one channel."""
-    name, params = resolve_view(spec)
-    x = VIEWS[name](images, gen, **params)
+    _, view, params = _resolve(spec)
+    x = view.fn(images, gen, **params)
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
@@ -155,32 +155,22 @@ def jitter(x: torch.Tensor, gen, brightness: float, contrast: float) -> torch.Te
     return ((x * br - mean) * ct + mean).clamp_(0, 1)
 
 
-@register_view("none")
 def view_none(images, gen):
+    """The image itself, as floats."""
     return to_float(images)
 
 
-# A pad over half the size would reflect twice; erase is a probability.
-_PAD, _P = (0.0, 0.5), (0.0, 1.0)
-
-
-@register_view("weak", ranges={"pad": _PAD, "erase": _P}, pad=0.125, flip=True, erase=0.0)
 def view_weak(images, gen, pad, flip, **kw):
+    """Pad-and-crop, a random mirror, and random erasing when `erase` > 0."""
     x = to_float(crop_flip(images, gen, pad, flip))
     return random_erase(x, gen, kw["erase"]) if kw["erase"] > 0 else x
 
 
-@register_view("flip")
 def view_flip(images, gen):
     """Deterministic horizontal mirror (test-time augmentation)."""
     return to_float(images.flip(2))
 
 
-@register_view("strong", ranges={"pad": _PAD, "erase": _P, "degrees": (0.0, 180.0),
-                                 "scale": (0.0, 0.9), "shear": (0.0, 60.0),
-                                 "brightness": _P, "contrast": _P, "ops": (0, 6)},
-               pad=0.125, degrees=15.0, scale=0.1, shear=8.0, brightness=0.4, contrast=0.4,
-               ops=2, erase=0.5)
 def view_strong(images, gen, pad, degrees, scale, shear, brightness, contrast, ops, **kw):
     """RandAugment-like: crop+flip, then `ops` of {affine, jitter, autocontrast, posterize,
     solarize, sharpen-blur} chosen per sample, then random erasing."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ class Dataset:
     combined: dict[str, tuple[str, ...]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    # What read it, so a protocol asks the adapter (native codes, same faces) and not a name.
+    adapter: DatasetAdapter | None = field(default=None, repr=False, compare=False)
 
     def split(self, name: str) -> Samples:
         if name not in self.splits:
@@ -37,7 +40,8 @@ class DatasetAdapter:
 
     Subclasses set `name`, `layouts` (name → one-line description) and `options`
     (name → default; the default's type converts strings from the command line),
-    and implement `detect` and `open`.
+    and implement `detect` and `open`. Every other member is optional: a fact about the
+    dataset that the harness reads here rather than deciding by the dataset's name.
     """
 
     name: str = ""
@@ -49,6 +53,17 @@ class DatasetAdapter:
     grey: bool = False
     # Integer codes of the dataset's own label files → canonical names, for users' noise files.
     native_labels: dict[int, str] | None = None
+    # Datasets holding the same faces (FERPlus relabelled FER2013's): a "cross-dataset" score
+    # between them would be a within-dataset one, so protocol cross refuses the pair.
+    same_faces_as: tuple[str, ...] = ()
+    # The method preset a run uses without --preset: real data gets the papers' setting.
+    default_preset: str = "paper"
+    # `original_labels(ds, root, show_progress=None)`: for each training face of `ds`, the
+    # label another labelling of the same faces gave it (FERPlus: FER2013's, read from `root`),
+    # with `matched`, `original`, `require_same_faces()` and `report(reference, classes)` as
+    # `fer2013_match.Fer2013Labels` has them. Protocol realnoise and `data check
+    # --fer2013-root` need it; None where the dataset has no such second labelling.
+    original_labels: Callable[..., Any] | None = None
 
     def detect(self, root: Path) -> list[str]:
         """The layouts whose marker files exist under `root`."""
@@ -120,6 +135,7 @@ def open_dataset(adapter: DatasetAdapter, root: str | Path | None, layout: str |
     ds = adapter.open(root, layout, opts)
     _check_read(ds, root or adapter.name)
     ds.options = opts
+    ds.adapter = adapter
     return ds
 
 

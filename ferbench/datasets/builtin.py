@@ -1,4 +1,4 @@
-"""Registers the built-in dataset adapters through the same hook a plugin uses."""
+"""Registers what the built-in datasets provide (adapters, protocol realnoise) as a plugin does."""
 
 from ..hookspecs import hookimpl
 
@@ -17,3 +17,13 @@ def ferbench_register_datasets(register):
     for adapter in (SynthFER(), FER2013(), FERPlus(), CKPlus(), RAFDB(), AffectNet(),
                     JAFFE(), ImageFolder()):
         register(adapter.name, adapter)
+
+
+@hookimpl
+def ferbench_register_protocols(register):
+    # FERPlus's second labelling makes this family possible, so the datasets bring it, the
+    # way a third party's dataset package adds a protocol only its data supports.
+    from .realnoise import RealNoise
+
+    fam = RealNoise()
+    register(fam.family, fam)

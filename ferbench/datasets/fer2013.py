@@ -40,6 +40,7 @@ class FER2013(DatasetAdapter):
     grey = True
     # A noise file with integer labels uses the challenge's emotion codes.
     native_labels = {i: canonical(n) for i, n in enumerate(NATIVE)}
+    same_faces_as = ("ferplus",)  # FERPlus relabelled these very faces
 
     def detect(self, root: Path) -> list[str]:
         found = []

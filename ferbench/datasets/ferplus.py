@@ -73,6 +73,14 @@ class FERPlus(DatasetAdapter):
     grey = True
     # Integer labels are vote-column indices, as the reference trainer's argmax yields them.
     native_labels = {i: CLASSES[c] for i, c in enumerate(VOTE_TO_CANONICAL)}
+    same_faces_as = ("fer2013",)  # FER2013's faces, relabelled by ten annotators each
+
+    def original_labels(self, ds: Dataset, root=None, show_progress=None):
+        """FER2013's own label of each training face, found in the FER2013 copy at `root`."""
+        # The match pulls in torch: imported when asked for, not when the plugin loads.
+        from .fer2013_match import fer2013_labels
+
+        return fer2013_labels(ds, root, show_progress=show_progress)
 
     def detect(self, root: Path) -> list[str]:
         found = []

@@ -84,6 +84,8 @@ class SynthFER(DatasetAdapter):
                "contempt": False, "alpha": 0.2, "concentration": 5.0}
     needs_root = False
     grey = True
+    # Made for checking an installation in CPU minutes, not for ranking methods.
+    default_preset = "quick"
 
     def detect(self, root: Path) -> list[str]:
         return []  # nothing on disk is synthfer; open_dataset never asks, as needs_root is False

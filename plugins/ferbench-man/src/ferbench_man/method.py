@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ferbench import (ConfigError, Method, MethodConfig, OptimizerSpec, PerSample, Prediction,
-                      split_epochs)
-from ferbench.config.settings import setting
+                      setting, split_epochs)
 from ferbench.nn import normalize
 
 CLEAN, AMBIGUOUS, NOISY = 0, 1, 2
