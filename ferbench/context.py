@@ -1,5 +1,4 @@
-"""`RunContext`: everything a method may see and use during a run (DESIGN.md section 4), and
-how it is built from a protocol view."""
+"""`RunContext`: everything a method may see and use during a run (DESIGN.md section 4)."""
 
 from __future__ import annotations
 

@@ -13,13 +13,7 @@ from ..errors import ConfigError
 from ..hookspecs import hookimpl
 from ..labels import CLASSES, shared_classes
 from .base import Protocol, to_run_labels
-from .noise import (
-    NoiseRecord,
-    document_hash,
-    generate_noise,
-    noise_document,
-    read_noise_file,
-)
+from .noise import generate_noise, noise_document, read_noise_file, with_noisy_labels
 
 
 class Clean(Protocol):
@@ -52,10 +46,7 @@ class Noise(Protocol):
         doc = noise_document(view.id, view.train, view.classes, view.clean_train_labels, noisy,
                              {"source": "generated", "rate": rate,
                               "noise_seed": int(params.get("noise_seed", 0))})
-        view.noise = NoiseRecord("generated", noisy != view.clean_train_labels, noisy, doc,
-                                 document_hash(doc))
-        view.train_labels = noisy
-        return view
+        return with_noisy_labels(view, "generated", noisy, doc)
 
 
 class NoiseFile(Protocol):
@@ -80,10 +71,7 @@ class NoiseFile(Protocol):
                              {"source": "file", "file": path.name})
         with open(path, "rb") as f:
             doc["file_sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
-        view.noise = NoiseRecord("file", noisy != view.clean_train_labels, noisy, doc,
-                                 document_hash(doc))
-        view.train_labels = noisy
-        return view
+        return with_noisy_labels(view, "file", noisy, doc)
 
 
 class Cross(Protocol):

@@ -144,3 +144,12 @@ def _label_name(label: str, native: dict[int, str] | None) -> str | None:
     if label.lstrip("-").isdigit():
         return native.get(int(label)) if native else None
     return canonical(label)
+
+
+def with_noisy_labels(view, source: str, noisy: np.ndarray, doc: dict):
+    """The view training on `noisy`, its flips measured against the clean labels and its
+    noise file (`doc`) hashed."""
+    view.noise = NoiseRecord(source, noisy != view.clean_train_labels, noisy, doc,
+                             document_hash(doc))
+    view.train_labels = noisy
+    return view
