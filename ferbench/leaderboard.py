@@ -19,7 +19,7 @@ from . import noise_report, plots
 from .errors import DataError
 from .record import RunRecord
 from .results import check_writable, read_results, write_bytes
-from .runkey import protocol_identity
+from .runkey import protocol_identity, variant_config
 from .tables import PCT, PCT_ANY, TEXT, Cell, Spec, Table, escape, metric_spec
 
 GROUPING = (
@@ -213,8 +213,7 @@ class _Board:
             # Hashes whose configs differ only in the protocol section and seed keys, and which
             # never hold one seed twice in a column, are one variant: runs sharing everything
             # but the training seed (robust to a config hash that covers protocol or seed).
-            sig = {h: json.dumps(_flatten({k: v for k, v in rs[0].config.items()
-                                           if k != "protocol"}), sort_keys=True)
+            sig = {h: json.dumps(_flatten(variant_config(rs[0].config)), sort_keys=True)
                    for h, rs in hashes.items()}
             for s in set(sig.values()):
                 hs = sorted(h for h in hashes if sig[h] == s)
@@ -232,8 +231,7 @@ def _variant_names(method: str, configs: dict) -> dict:
     (all but the protocol section), method.* and engine.* first."""
     if len(configs) == 1:
         return {row: method for row in configs}
-    flat = {row: _flatten({s: v for s, v in c.items() if s != "protocol"})
-            for row, c in configs.items()}
+    flat = {row: _flatten(variant_config(c)) for row, c in configs.items()}
     keys = sorted(_differing(list(flat.values())),
                   key=lambda k: (not k.startswith(("method.", "engine.")), k))
     names = {row: f"{method} ({_pairs(f, keys) or 'config ' + row[1]})" for row, f in flat.items()}

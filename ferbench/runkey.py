@@ -106,3 +106,10 @@ def protocol_identity(protocol: dict) -> tuple[str, str]:
     if noise.get("hash"):
         params = {k: v for k, v in params.items() if k != "path" and not k.endswith("_root")}
     return json.dumps(params, sort_keys=True, default=str), str(noise.get("hash", ""))
+
+
+def variant_config(config: dict) -> dict:
+    """What tells one variant of a method from another in a stored run's resolved config:
+    all but the protocol section, whose options belong to the protocol (the column), though
+    the config hash covers them."""
+    return {k: v for k, v in config.items() if k != "protocol"}
