@@ -5,13 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
-from ..protocols import (
-    NoiseRecord,
-    Protocol,
-    document_hash,
-    noise_document,
-    to_run_labels,
-)
+from ..protocols import Protocol, noise_document, to_run_labels, with_noisy_labels
 
 
 class RealNoise(Protocol):
@@ -49,8 +43,8 @@ class RealNoise(Protocol):
                              {"source": "reference", "reference": "FERPlus majority votes",
                               "noisy_labels": "FER2013 original labels", "match": summary,
                               "per_class": report["per_class"]})
-        view.train, view.train_labels, view.clean_train_labels = train, noisy, clean
-        view.noise = NoiseRecord("reference", noisy != clean, noisy, doc, document_hash(doc))
+        view.train, view.clean_train_labels = train, clean
+        with_noisy_labels(view, "reference", noisy, doc)
         view.record["realnoise"] = {"route": match.route, "source": match.source, **summary,
                                     "reasons": report["reasons"],
                                     "disagreement_rate": report["disagreement_rate"]}

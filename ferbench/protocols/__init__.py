@@ -10,13 +10,8 @@ contract, `families` the core families, `noise` the noisy labels and their files
 
 from .base import Protocol, ProtocolView, finish_view, parse_protocol, to_run_labels
 from .families import Clean, Cross, Noise, NoiseFile, ferbench_register_protocols
-from .noise import (
-    NoiseRecord,
-    document_hash,
-    generate_noise,
-    noise_document,
-    read_noise_file,
-)
+from .noise import (NoiseRecord, document_hash, generate_noise, noise_document, read_noise_file,
+                    with_noisy_labels)
 
 __all__ = [
     "Clean",
@@ -34,4 +29,5 @@ __all__ = [
     "parse_protocol",
     "read_noise_file",
     "to_run_labels",
+    "with_noisy_labels",
 ]
