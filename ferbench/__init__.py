@@ -3,8 +3,10 @@
 The public surface for plugin authors is this module: `hookimpl`, the method
 contract (`Method`, `MethodConfig`, `Prediction`, `OptimizerSpec`, `Phase`,
 `PerSample`), `RunContext`, `split_epochs` (stage lengths as fractions of the
-epochs), `setting` (a config key with its choices or range, checked once), `View` (an augmentation view a plugin registers), the errors a plugin
-raises for bad input, and `__version__`. A dataset plugin also uses
+epochs), `capped_per_class` (a fixed training subset), `default_optimizer` (the
+engine's optimiser and schedule for one network), `setting` (a config key with its
+choices or range, checked once), `View` (an augmentation view a plugin registers), the
+errors a plugin raises for bad input, and `__version__`. A dataset plugin also uses
 `ferbench.datasets` (`DatasetAdapter`, `Dataset`, `Samples`, `FileSource`,
 `ArraySource`) and `ferbench.labels` (`CLASSES`, `canonical`).
 """
@@ -24,17 +26,19 @@ __version__ = "0.1.0"
 # `hookimpl`, so they load on first use (PEP 562) instead of with the package.
 _LAZY = {"Method": "method", "MethodConfig": "method", "Prediction": "method",
          "OptimizerSpec": "method", "Phase": "method", "PerSample": "method",
-         "split_epochs": "method", "RunContext": "context", "setting": "config.settings"}
+         "split_epochs": "method", "capped_per_class": "method", "RunContext": "context",
+         "setting": "config.settings", "default_optimizer": "optim"}
 
 if TYPE_CHECKING:
     from .config.settings import setting
     from .context import RunContext
     from .method import (Method, MethodConfig, OptimizerSpec, PerSample, Phase, Prediction,
-                         split_epochs)
+                         capped_per_class, split_epochs)
+    from .optim import default_optimizer
 
 __all__ = ["hookimpl", "Method", "MethodConfig", "Prediction", "OptimizerSpec", "Phase",
-           "PerSample", "RunContext", "split_epochs", "setting", "View", "FerbenchError",
-           "ConfigError", "DataError", "__version__"]
+           "PerSample", "RunContext", "split_epochs", "capped_per_class", "default_optimizer",
+           "setting", "View", "FerbenchError", "ConfigError", "DataError", "__version__"]
 
 
 def __getattr__(name: str):

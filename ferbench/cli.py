@@ -193,6 +193,12 @@ def _echo_match(m: dict) -> None:
 @click.option("--target-root", type=click.Path(), default=None)
 @click.option("--fer2013-root", type=click.Path(), default=None,
               help="FER2013 (fer2013.csv or the image-folder export) for protocol realnoise.")
+@click.option("--extra", "extras", multiple=True, metavar="NAME=PATH[:image|:label]",
+              help="Per-sample values for every training sample, keyed by sample id (.csv with "
+                   "a header row, or .npz with arrays ids and values), given to methods as "
+                   "extra NAME (repeatable). :image (the default): derived from the image "
+                   "alone, e.g. a model's pseudo valence-arousal; :label: annotated with the "
+                   "label, withheld under noise.")
 @click.option("--seeds", default="0", show_default=True, help="Training seeds, e.g. 0,1,2.")
 @click.option("--noise-seed", default=0, show_default=True, type=int)
 @click.option("--preset", default=None,
@@ -211,8 +217,9 @@ def _echo_match(m: dict) -> None:
 @click.option("--no-leaderboard", is_flag=True)
 @click.argument("overrides", nargs=-1)
 def run_cmd(methods, dataset, data_root, layout, label_order, options, protocols, target,
-            target_root, fer2013_root, seeds, noise_seed, preset, epochs, batch_size,
-            image_size, backbone, weights, device, precision, out, resume, force, no_leaderboard, overrides):
+            target_root, fer2013_root, extras, seeds, noise_seed, preset, epochs, batch_size,
+            image_size, backbone, weights, device, precision, out, resume, force,
+            no_leaderboard, overrides):
     """Train and evaluate methods under protocols; store one result file per run.
 
     OVERRIDES are KEY=VALUE settings of the resolved config, e.g. lr=0.01 or
@@ -233,7 +240,7 @@ def run_cmd(methods, dataset, data_root, layout, label_order, options, protocols
     req = RunRequest(methods=list(methods), dataset=dataset, data_root=data_root,
                      layout=layout, data_options=opts, protocols=list(protocols) or ["clean"],
                      target=target, target_root=target_root,
-                     fer2013_root=fer2013_root, seeds=seed_list,
+                     fer2013_root=fer2013_root, extras=list(extras), seeds=seed_list,
                      noise_seed=noise_seed, preset=preset,
                      flags={k: v for k, v in flags.items() if v is not None},
                      overrides=list(overrides), out=out, resume=resume, force=force,

@@ -1,4 +1,4 @@
-"""`RunContext`: everything a method may see and use during a run (DESIGN.md section 4)."""
+"""`RunContext`: everything a method may see and use during a run (docs/design.md, 2)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .data.cache import load_cached
 from .data.feeder import ImageFeeder
 from .device import autocast
 from .errors import ConfigError
-from .weights import load_into
+from .weights import load_into, load_partial
 
 
 @dataclass
@@ -87,7 +87,7 @@ class RunContext:
     """
 
     def __init__(self, *, classes, image_size, device, precision, train, val, epochs,
-                 batch_size, generator, create_backbone):
+                 batch_size, generator, create_backbone, protocol=None, weights_log=None):
         self.classes = tuple(classes)
         self.class_names = self.classes
         self.num_classes = len(self.classes)
@@ -102,6 +102,10 @@ class RunContext:
         self.generator = generator  # on the run's device: augmentation parameters
         self.order_generator = torch.Generator()  # on the CPU: shuffled passes
         self._create_backbone = create_backbone
+        # The protocol's public side: never which labels were flipped.
+        self.protocol: ProtocolInfo = protocol or ProtocolInfo("clean", "clean")
+        self.training_indices: torch.Tensor | None = None  # a method's fixed subset, if any
+        self._weights_log = weights_log if weights_log is not None else []
         self._predictor = None
         self.epoch = 0
         self.phase = None
@@ -115,6 +119,11 @@ class RunContext:
         `train_predictions` caches."""
         self._predictor = predict
         self._train_pred_cache.clear()
+
+    def restrict_training(self, indices: torch.Tensor) -> None:
+        """Every epoch draws only from these training samples (`Method.training_indices`)."""
+        self.training_indices = indices
+        self.steps_per_epoch = max(1, len(indices) // self.batch_size)
 
     def begin_epoch(self, epoch: int) -> None:
         """A new epoch (or, after the last, the trained model): predictions are stale."""
@@ -138,11 +147,32 @@ class RunContext:
         """
         return self._create_backbone(name, num_classes, weights, ignore_keys, **kwargs)
 
+    def load_weights(self, module: torch.nn.Module, path, name: str | None = None,
+                     strip_prefixes=(), matching_only: bool = False) -> dict:
+        """Load a local checkpoint into any module (an open_clip tower, a part of a model)
+        and record it in the result's `weights`: file, hash, tensors loaded and those left
+        random. `path` None records that `name` starts from random weights. See
+        `ferbench.weights.load_partial` for `strip_prefixes` and `matching_only`."""
+        name = name or type(module).__name__
+        if path is None:
+            entry = {"module": name, "file": None, "init": "random"}
+        else:
+            entry = {"module": name, **load_partial(module, path, strip_prefixes, matching_only)}
+        self._weights_log.append(entry)
+        return entry
+
     def frozen(self, module: torch.nn.Module) -> torch.nn.Module:
-        """Kept in eval mode without gradients, out of checkpoints and parameter counts."""
+        """Kept in eval mode without gradients, out of checkpoints and parameter counts, in
+        the run's precision: under bf16 its floating inputs are cast to bf16 when it is
+        called outside autocast (in `build`, to precompute text embeddings, say)."""
         module.eval().requires_grad_(False).to(self.device)
         if self.precision == "bf16":
             module.to(torch.bfloat16)
+            device_type = self.device.type
+            for part in module.modules():  # a method may call a part (a tower's projection)
+                part.register_forward_pre_hook(
+                    lambda _, args, kwargs: _cast_outside_autocast(args, kwargs, device_type),
+                    with_kwargs=True)
         module.train = lambda mode=True: module  # stays in eval mode when the model trains
         self.frozen_modules.append(module)
         return module
@@ -241,11 +271,38 @@ def build_context(view, config, *, mode: str, device: torch.device, precision: s
             weights_info.append({"backbone": name, "file": None, "init": "random"})
         return model
 
+    rate = view.params.get("rate") if view.noise is not None \
+        and view.noise.source == "generated" else None
     ctx = RunContext(classes=view.classes, image_size=size, device=device, precision=precision,
                      train=train, val=val, epochs=int(config.epochs),
                      batch_size=int(config.batch_size), generator=generator,
-                     create_backbone=create_backbone)
+                     create_backbone=create_backbone,
+                     protocol=ProtocolInfo(view.id, view.family,
+                                           None if rate is None else float(rate) / 100),
+                     weights_log=weights_info)
     return ctx, test, weights_info
+
+
+def _cast_outside_autocast(args, kwargs, device_type):
+    """Floating tensors as bf16 where autocast is off; unchanged (None) under autocast."""
+    if torch.is_autocast_enabled(device_type):
+        return None
+
+    def cast(v):
+        return v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v
+
+    return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
+
+
+@dataclass(frozen=True)
+class ProtocolInfo:
+    """What a method may know of the protocol: its id, family and, for generated noise, the
+    nominal rate (a fraction, noise30 → 0.3) that noisy-label methods take as an input.
+    Never which samples were flipped."""
+
+    id: str
+    family: str
+    rate: float | None = None
 
 
 def _vname(view) -> str:

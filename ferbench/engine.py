@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -14,9 +15,11 @@ import torch
 from .checkpoint import load_checkpoint, load_trainable_state, restore, save_checkpoint
 from .context import Prefetcher, RunContext, SplitData, make_batch
 from .data.augment import apply_view
-from .errors import DataError
+from .errors import DataError, PluginError
 from .evaluation import Evaluator
-from .method import Method, OptimizerSpec, PerSample, Phase
+from .method import (Method, OptimizerSpec, PerSample, Phase, check_training_indices,
+                     member_name)
+from .optim import default_optimizer
 from .progress import console, progress_bar
 
 
@@ -50,7 +53,7 @@ class EngineResult:
     test_extras: dict[str, float]
     oracle: dict | None
     selected: dict | None
-    per_sample: dict[str, list]
+    per_sample: dict[str, list]                # name → one array per epoch
     train_probs: np.ndarray | None
     noise_scores: dict[str, np.ndarray]
     noise_decisions: np.ndarray | None
@@ -61,6 +64,27 @@ class EngineResult:
     images_per_s: float
     resumed_from: int | None = None
     weights_info: list = field(default_factory=list)
+    distributions: set = field(default_factory=set)  # per_sample names that are [N, K] distributions
+    training_subset: dict | None = None              # {n, of}: a method's fixed training subset
+
+
+@dataclass
+class _Progress:
+    """What the loop has gathered so far; a checkpoint holds it, so a resumed run goes on."""
+
+    history: list = field(default_factory=list)
+    per_sample: dict = field(default_factory=dict)
+    distributions: set = field(default_factory=set)
+    oracle: dict | None = None
+    selected: dict | None = None
+    best_val: float = -1.0
+    img_count: int = 0
+    train_time: float = 0.0
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> "_Progress":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in ckpt.items() if k in names})
 
 
 class Engine:
@@ -86,43 +110,14 @@ class Engine:
         self.evaluator = Evaluator(method, ctx, channels_last)
 
     # ---- optimisers ------------------------------------------------------
-    def _default_optimizers(self, model, epochs: int) -> list[OptimizerSpec]:
-        cfg = self.method.config
-        params = [p for p in model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        if cfg.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-        elif cfg.optimizer == "adam":
-            opt = torch.optim.Adam(groups, lr=cfg.lr)
-        else:
-            opt = torch.optim.AdamW(groups, lr=cfg.lr)
-        steps = max(1, epochs * self.ctx.steps_per_epoch)
-        sched = None
-        if cfg.scheduler == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=cfg.lr, total_steps=steps, pct_start=max(1e-3, cfg.warmup),
-                anneal_strategy="cos", cycle_momentum=False)
-        elif cfg.scheduler == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-        elif cfg.scheduler == "step":
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, steps // 3), gamma=0.1)
-        return [OptimizerSpec(opt, sched, "step")]
-
     def _optimizers(self, model, phase: Phase) -> list[OptimizerSpec]:
         specs = self.method.configure_optimizers(model, self.ctx)
         if specs is None:
-            specs = self._default_optimizers(model, phase.epochs)
+            specs = default_optimizer(model, self.method.config,
+                                      phase.epochs * self.ctx.steps_per_epoch)
         if isinstance(specs, OptimizerSpec):
             specs = [specs]
         return list(specs)
-
-    def _restore(self, model, specs, ckpt):
-        restore(ckpt, model, specs, self.method, self.ctx.frozen_modules)
-        return (ckpt["history"], ckpt["per_sample"], ckpt["oracle"], ckpt["selected"],
-                ckpt["best_val"], ckpt["img_count"], ckpt["train_time"])
 
     # ---- the loop --------------------------------------------------------
     def fit(self) -> EngineResult:
@@ -148,74 +143,96 @@ class Engine:
         self.evaluator.bind(model)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        subset = method.training_indices(ctx)
+        if subset is not None:
+            ctx.restrict_training(check_training_indices(subset, len(ctx.train), method))
         phases = method.phases(ctx) or [Phase("train", ctx.epochs)]
-        history: list[dict] = []
-        per_sample: dict[str, list] = {}
-        oracle, selected, best_val = None, None, -1.0
-        resumed_from = None
+        total = sum(p.epochs for p in phases)
+        progress = _Progress()
+        self.resumed_from = None
         ckpt = load_checkpoint(self.checkpoint_dir) if self.resume else None
         epoch = 0
-        specs: list[OptimizerSpec] = []
-        img_count, train_time = 0, 0.0
         for pi, phase in enumerate(phases):
             phase_end = epoch + phase.epochs
             ctx.phase = phase
             method.on_phase_start(model, ctx, phase)
-            if ckpt is not None and ckpt["epoch"] + 1 >= phase_end and phase_end > epoch:
-                method.on_phase_end(model, ctx, phase)  # replaying a finished phase on resume
+            if ckpt is not None and (ckpt["phase_index"] > pi or (
+                    ckpt["phase_index"] == pi and ckpt.get("phase_done"))):
+                # A phase the interrupted run finished: its hooks run again (a method may
+                # build structure in them), then, where the checkpoint was written at this
+                # phase's end, the state is restored as it was there.
+                method.on_phase_end(model, ctx, phase)
                 epoch = phase_end
+                if ckpt["phase_index"] == pi:
+                    progress = self._restore(model, [], ckpt)
+                    self.resumed_from = ckpt["epoch"] + 1
+                    ckpt = None
                 continue
             specs = self._optimizers(model, phase)
-            if ckpt is not None:
-                state = self._restore(model, specs if ckpt["phase_index"] == pi else [], ckpt)
-                history, per_sample, oracle, selected, best_val, img_count, train_time = state
-                resumed_from = epoch = ckpt["epoch"] + 1
+            if ckpt is not None:  # written inside this phase, after one of its epochs
+                progress = self._restore(model, specs, ckpt)
+                self.resumed_from = epoch = ckpt["epoch"] + 1
                 ckpt = None
             while epoch < phase_end:
-                row, n_img, secs = self._train_epoch(model, specs, epoch, phase)
-                img_count += n_img
-                train_time += secs
-                end = method.on_epoch_end(model, ctx, epoch) or {}
-                for k, v in end.items():
-                    if isinstance(v, PerSample):
-                        arr = v.values.detach().cpu().numpy() if torch.is_tensor(v.values) \
-                            else np.asarray(v.values)
-                        per_sample.setdefault(k, []).append(arr)
-                    else:
-                        row[k] = float(v.detach().float().mean()) if torch.is_tensor(v) \
-                            else v
-                for s in specs:
-                    if s.scheduler is not None and s.interval == "epoch":
-                        s.scheduler.step()
-                last = epoch == sum(p.epochs for p in phases) - 1
-                if self.eval_every and ((epoch + 1) % self.eval_every == 0 or last):
-                    acc, probs = self.evaluator.accuracy(model, self.test)
-                    row["test_acc"] = acc
-                    if oracle is None or acc > oracle["test_acc"]:
-                        oracle = {"test_acc": acc, "epoch": epoch}
-                    if ctx.val is not None:
-                        vacc, _ = self.evaluator.accuracy(model, ctx.val)
-                        row["val_acc"] = vacc
-                        if self.select == "val" and vacc > best_val:
-                            best_val = vacc
-                            selected = {"epoch": epoch, "val_acc": vacc,
-                                        "test_probs": probs}
-                history.append(row)
-                self._report(row, len(history), sum(p.epochs for p in phases))
-                save_checkpoint(self.checkpoint_dir, model, specs, method, ctx, {
-                    "epoch": epoch, "phase_index": pi, "history": history, "per_sample": per_sample,
-                    "oracle": oracle, "selected": selected, "best_val": best_val,
-                    "img_count": img_count, "train_time": train_time})
+                self._epoch(model, specs, epoch, phase, progress, total)
+                self._save(model, specs, progress, epoch, pi, phase_done=False)
                 epoch += 1
             method.on_phase_end(model, ctx, phase)
-        if ckpt is not None:  # interrupted after its last epoch: restore the final state
-            state = self._restore(model, [], ckpt)
-            history, per_sample, oracle, selected, best_val, img_count, train_time = state
-            resumed_from = ckpt["epoch"] + 1
+            if phase.epochs:  # the state after on_phase_end is what a resumed run continues from
+                self._save(model, [], progress, epoch - 1, pi, phase_done=True)
         if self.eval_every != 1:
-            oracle = None  # the best test epoch is unknown unless every epoch was tested
-        return self._finish(model, history, per_sample, oracle, selected, t_start,
-                            img_count, train_time, resumed_from)
+            progress.oracle = None  # the best test epoch is unknown unless every epoch was tested
+        return self._finish(model, progress, t_start)
+
+    def _epoch(self, model, specs, epoch, phase, progress: _Progress, total: int) -> None:
+        """One epoch: train, the method's end-of-epoch figures, evaluation, the history row."""
+        ctx, method = self.ctx, self.method
+        row, n_img, secs = self._train_epoch(model, specs, epoch, phase)
+        progress.img_count += n_img
+        progress.train_time += secs
+        end = method.on_epoch_end(model, ctx, epoch) or {}
+        for k, v in end.items():
+            if isinstance(v, PerSample):
+                arr = v.values.detach().cpu().numpy() if torch.is_tensor(v.values) \
+                    else np.asarray(v.values)
+                progress.per_sample.setdefault(k, []).append(arr)
+                if v.distribution:
+                    progress.distributions.add(k)
+            else:
+                row[k] = float(v.detach().float().mean()) if torch.is_tensor(v) else v
+        for s in specs:
+            if s.scheduler is not None and s.interval == "epoch":
+                s.scheduler.step()
+        last = epoch == total - 1
+        tested = bool(self.eval_every) and ((epoch + 1) % self.eval_every == 0 or last)
+        if tested:
+            acc, probs = self.evaluator.accuracy(model, self.test)
+            row["test_acc"] = acc
+            if progress.oracle is None or acc > progress.oracle["test_acc"]:
+                progress.oracle = {"test_acc": acc, "epoch": epoch}
+        if ctx.val is not None and (tested or self._selects_on_validation):
+            vacc, _ = self.evaluator.accuracy(model, ctx.val)
+            row["val_acc"] = vacc
+            if tested and self.select == "val" and vacc > progress.best_val:
+                progress.best_val = vacc
+                progress.selected = {"epoch": epoch, "val_acc": vacc, "test_probs": probs}
+            method.on_validation_end(model, ctx, epoch, {"val_acc": vacc})
+        progress.history.append(row)
+        self._report(row, len(progress.history), total)
+
+    @property
+    def _selects_on_validation(self) -> bool:
+        """The method keeps something by validation figures: it gets them every epoch."""
+        return type(self.method).on_validation_end is not Method.on_validation_end
+
+    def _save(self, model, specs, progress, epoch, phase_index, phase_done) -> None:
+        save_checkpoint(self.checkpoint_dir, model, specs, self.method, self.ctx,
+                        {"epoch": epoch, "phase_index": phase_index, "phase_done": phase_done,
+                         **dataclasses.asdict(progress)})
+
+    def _restore(self, model, specs, ckpt) -> _Progress:
+        restore(ckpt, model, specs, self.method, self.ctx.frozen_modules)
+        return _Progress.from_checkpoint(ckpt)
 
     def _stepping(self, model):
         """The module training steps call: `model` itself, or with `compile` one torch.compile
@@ -241,11 +258,16 @@ class Engine:
         ctx.begin_epoch(epoch)
         method.on_epoch_start(model, ctx, epoch)
         model.train()
-        n, bs = len(ctx.train), ctx.batch_size
+        n, bs, subset = len(ctx.train), ctx.batch_size, ctx.training_indices
         weights = method.sample_weights(ctx)
         if weights is not None:
-            order = torch.multinomial(weights.float().cpu(), ctx.steps_per_epoch * bs,
+            weights = weights.float().cpu()
+            if subset is not None:  # drawn from the subset alone
+                weights = torch.zeros_like(weights).index_copy_(0, subset, weights[subset])
+            order = torch.multinomial(weights, ctx.steps_per_epoch * bs,
                                       replacement=True, generator=order_gen)
+        elif subset is not None:
+            order = subset[torch.randperm(len(subset), generator=order_gen)]
         else:
             order = torch.randperm(n, generator=order_gen)
         batches = [order[i * bs:(i + 1) * bs] for i in range(ctx.steps_per_epoch)]
@@ -253,6 +275,7 @@ class Engine:
         companions = method.batch_companions
 
         def make(idx):
+            # A method may give no companions for a batch (a config that switches them off).
             return make_batch(ctx.train, idx, views, lambda v, raw: self._view(v, raw, data_gen),
                               ctx.device, companions(idx) if companions is not None else None)
 
@@ -317,34 +340,50 @@ class Engine:
             parts.append(f"val acc {100 * row['val_acc']:.2f}")
         console.print("  " + " · ".join(parts), highlight=False)
 
-    def _finish(self, model, history, per_sample, oracle, selected, t_start, img_count,
-                train_time, resumed_from) -> EngineResult:
+    def _finish(self, model, progress: _Progress, t_start: float) -> EngineResult:
         ctx, method, ev = self.ctx, self.method, self.evaluator
         ctx.begin_epoch(ctx.epoch + 1)  # the trained model: train predictions are stale
-        probs, unc, members, extras = ev.predict_split(model, self.test)
-        if ev.tta_flip:
-            probs = ev.scored_probs(model, self.test, plain=probs)
-            unc = 1 - probs.max(1)
-        train_probs = ctx.train_predictions("none").cpu().numpy() if len(ctx.train) else None
+        test = ev.scored(model, self.test)
+        n = len(ctx.train)
+        train_probs = ctx.train_predictions("none").cpu().numpy() if n else None
         scores = method.noise_scores(model, ctx)
         if scores is not None and not isinstance(scores, dict):
             scores = {"score": scores}
-        scores = {k: _np(v) for k, v in (scores or {}).items()}
+        where = member_name(method, "noise_scores")
+        scores = {k: _per_train_sample(v, n, f"{where}[{k!r}]", float)
+                  for k, v in (scores or {}).items()}
         decisions = method.noise_decisions(model, ctx)
-        decisions = _np(decisions).astype(bool) if decisions is not None else None
+        if decisions is not None:
+            decisions = _per_train_sample(decisions, n, member_name(method, "noise_decisions"),
+                                          bool)
+        selected = progress.selected
         if selected is not None:
             sp = selected.pop("test_probs")
             selected["test_acc"] = float((sp.argmax(1) == self.test.labels.numpy()).mean())
             selected["test_probs"] = sp
+        subset = ctx.training_indices
         return EngineResult(
-            model=model, history=history, test_probs=probs, test_uncertainty=unc,
-            test_members=members, test_extras={k: float(np.mean(v)) for k, v in extras.items()},
-            oracle=oracle, selected=selected, per_sample=per_sample, train_probs=train_probs,
-            noise_scores=scores, noise_decisions=decisions,
+            model=model, history=progress.history, test_probs=test.probs,
+            test_uncertainty=test.uncertainty, test_members=test.members,
+            test_extras={k: float(np.mean(v)) for k, v in test.extras.items()},
+            oracle=progress.oracle, selected=selected, per_sample=progress.per_sample,
+            train_probs=train_probs, noise_scores=scores, noise_decisions=decisions,
             method_results=method.extra_results() or {},
             flops_per_image=ev.flops_per_image(model), params=ev.params(model),
             wall_time_s=time.time() - t_start,
-            images_per_s=img_count / max(1e-9, train_time), resumed_from=resumed_from)
+            images_per_s=progress.img_count / max(1e-9, progress.train_time),
+            resumed_from=self.resumed_from, distributions=set(progress.distributions),
+            training_subset=None if subset is None else {"n": len(subset), "of": n})
+
+
+def _per_train_sample(v, n: int, where: str, kind) -> np.ndarray:
+    """A method's per-training-sample output as numpy, or one line naming the member."""
+    arr = _np(v)
+    if arr.shape != (n,):
+        raise PluginError(f"{where} must be [N_train={n}], got {list(arr.shape)}")
+    if kind is float and not np.isfinite(arr.astype(np.float64)).all():
+        raise PluginError(f"{where} has non-finite values")
+    return arr.astype(bool) if kind is bool else arr
 
 
 def _np(v):

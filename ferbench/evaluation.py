@@ -3,12 +3,24 @@ and the size of what `predict` runs (parameters, FLOPs per image)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
 from .context import SplitData
 from .data.augment import apply_view
-from .method import Prediction
+from .method import Prediction, check_prediction
+
+
+class SplitPrediction(NamedTuple):
+    """A method's predictions over a whole split, as numpy arrays."""
+
+    probs: np.ndarray                  # [N, K]
+    uncertainty: np.ndarray            # [N]: the method's own, or 1 − max probability
+    members: np.ndarray | None         # [N, M, K]
+    extras: dict[str, np.ndarray]      # name → [N, ...]
+    own_uncertainty: bool              # whether the method gave `uncertainty`
 
 
 class Evaluator:
@@ -21,22 +33,29 @@ class Evaluator:
     def tta_flip(self) -> bool:
         return bool(getattr(self.method.config, "tta_flip", False))
 
-    def scored_probs(self, model, data: SplitData, plain=None) -> np.ndarray:
-        """The probabilities a split is scored by: with `tta_flip`, the mean over each face and
-        its mirror image, so validation, per-epoch test and final test accuracy agree."""
-        probs = self.predict_split(model, data)[0] if plain is None else plain
-        if self.tta_flip:
-            probs = (probs + self.predict_split(model, data, view="flip")[0]) / 2
-        return probs
+    def scored(self, model, data: SplitData) -> SplitPrediction:
+        """The predictions a split is scored by: with `tta_flip`, the mean over each face and
+        its mirror image (probabilities, and the method's own uncertainty where it gives one),
+        so validation, per-epoch test and final test figures agree."""
+        plain = self.predict_split(model, data)
+        if not self.tta_flip:
+            return plain
+        mirror = self.predict_split(model, data, view="flip")
+        probs = (plain.probs + mirror.probs) / 2
+        unc = ((plain.uncertainty + mirror.uncertainty) / 2 if plain.own_uncertainty
+               else 1 - probs.max(1))
+        return plain._replace(probs=probs, uncertainty=unc)
 
     def accuracy(self, model, data: SplitData) -> tuple[float, np.ndarray]:
         """(accuracy against the split's labels, the scored probabilities)."""
-        probs = self.scored_probs(model, data)
+        probs = self.scored(model, data).probs
         return float((probs.argmax(1) == data.labels.numpy()).mean()), probs
 
     @torch.no_grad()
-    def predict_split(self, model, data: SplitData, view="none", batch_size=256):
-        """Method predictions over a whole split: probs, uncertainty, members, extras (numpy).
+    def predict_split(self, model, data: SplitData, view="none", batch_size=256
+                      ) -> SplitPrediction:
+        """Method predictions over a whole split (numpy), each batch checked against the
+        contract.
 
         Each batch is copied into arrays of the split's size: a list of small per-batch
         tensors, allocated between the large temporaries of the next batch, pins freed
@@ -61,10 +80,10 @@ class Evaluator:
                 images = images.contiguous(memory_format=torch.channels_last)
             with self.ctx.autocast():
                 pred: Prediction = self.method.predict(model, images)
-            p = pred.probs.float()
-            put(out, "probs", p, rows)
-            put(out, "unc", pred.uncertainty if pred.uncertainty is not None
-                else 1 - p.max(1).values, rows)
+            check_prediction(pred, len(images), self.ctx.num_classes, self.method)
+            put(out, "probs", pred.probs, rows)
+            if pred.uncertainty is not None:
+                put(out, "unc", pred.uncertainty, rows)
             if pred.members is not None:
                 put(out, "members", pred.members, rows)
             for k, v in (pred.extras or {}).items():
@@ -72,13 +91,16 @@ class Evaluator:
         model.train()
         if not out:  # an empty split
             k = self.ctx.num_classes
-            return np.zeros((0, k), np.float32), np.zeros(0, np.float32), None, {}
-        return out["probs"], out["unc"], out.get("members"), extras
+            return SplitPrediction(np.zeros((0, k), np.float32), np.zeros(0, np.float32),
+                                   None, {}, False)
+        own = "unc" in out
+        return SplitPrediction(out["probs"], out["unc"] if own else 1 - out["probs"].max(1),
+                               out.get("members"), extras, own)
 
     def bind(self, model) -> None:
         """Let `ctx.train_predictions` run this model."""
         self.ctx.bind_predictor(lambda data, view: torch.from_numpy(
-            self.predict_split(model, data, view)[0]))
+            self.predict_split(model, data, view).probs))
 
     def params(self, model) -> int:
         """Trainable-model parameters, frozen modules (teachers, text towers) left out."""

@@ -41,8 +41,8 @@ def ferbench_register_methods(register):
 
     ``MethodClass`` is a subclass of `ferbench.Method` whose ``Config`` is a
     dataclass subclassing `ferbench.MethodConfig`; the harness builds
-    ``MethodClass(config)`` with a ``MethodClass.Config`` instance (DESIGN.md
-    section 4). Anything else is reported against this plugin and skipped. One
+    ``MethodClass(config)`` with a ``MethodClass.Config`` instance
+    (docs/design.md, section 2). Anything else is reported against this plugin and skipped. One
     package may register several names (``esr``, ``esr-div``). Heavy imports
     belong in ``build``, not here. Collected: every plugin's implementation is
     called, each on its own.

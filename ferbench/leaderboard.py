@@ -1,7 +1,7 @@
 """The leaderboard: markdown tables built only from stored result files (plots: plots.py).
 
-Runs are averaged only when they share everything but the training seed (DESIGN.md
-section 5): columns are protocols (one per noise file), rows are methods, one row
+Runs are averaged only when they share everything but the training seed (docs/design.md
+section 4): columns are protocols (one per noise file), rows are methods, one row
 per config of a method, named by the config keys in which the configs differ.
 """
 

@@ -9,6 +9,7 @@ from .config import compose_run, to_method_config
 from .datasets.audit import audit, faces_shared, leaked_test_indices
 from .datasets.base import open_dataset
 from .errors import ConfigError, unknown_name
+from .extras import parse_extras, read_extras
 from .plugins import registry
 from .progress import console
 from .protocols import parse_protocol
@@ -28,6 +29,7 @@ class RunRequest:
     target: str | None = None
     target_root: str | None = None
     fer2013_root: str | None = None
+    extras: list[str] = field(default_factory=list)   # `NAME=PATH[:label|:image]` forms
     seeds: list[int] = field(default_factory=lambda: [0])
     noise_seed: int = 0
     preset: str | None = None        # None: the dataset's default_preset (quick on synthfer)
@@ -79,7 +81,8 @@ def open_target(name, root):
 
 
 def plan_runs(req: RunRequest):
-    """Check every name before any run starts: (dataset, parsed protocols, methods, preset)."""
+    """Check every name and file before any run starts: (dataset, parsed protocols, methods,
+    preset, smallest image size, checked user extras for `extras.attach_extras`)."""
     reg = registry()
     methods = req.methods or sorted(reg.methods)
     classes = {m: reg.get("methods", m) for m in methods}
@@ -99,7 +102,9 @@ def plan_runs(req: RunRequest):
                               f"{' or '.join(readers)}; add --protocol {readers[0]}")
     if req.flags.get("weights"):
         read_state_dict(req.flags["weights"])  # a missing or broken file fails before any run
+    specs = parse_extras(req.extras)
     ds = open_named(req.dataset, req.data_root, req.layout, req.data_options)
+    extras = read_extras(specs, ds)
     # Every method's config is composed once now, so a bad override or setting fails before
     # the first run trains, not after it.
     sizes = []
@@ -118,7 +123,7 @@ def plan_runs(req: RunRequest):
             raise ConfigError(f"method {name}: epochs=0 trains nothing, so it evaluates the "
                               f"model it starts from; give that model with --weights FILE")
         sizes.append(int(mcfg.image_size))
-    return ds, parsed, classes, preset, min(sizes)
+    return ds, parsed, classes, preset, min(sizes), extras
 
 
 # Above this share of shared faces the target is the source, or a copy of it, by content.

@@ -12,7 +12,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import ConfigError, unknown_name
+from .errors import ConfigError, PluginError, unknown_name
 
 ENTRY_POINT_GROUP = "ferbench"
 DEFAULT_PLUGINS = (
@@ -51,6 +51,17 @@ class PluginInfo:
     builtin: bool
     registered: dict[str, list[str]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    entry_points: list[str] = field(default_factory=list)
+    # The first exception the plugin raised: `--debug` shows its traceback.
+    failure: BaseException | None = field(default=None, repr=False, compare=False)
+
+    def may_provide(self, name: str) -> bool:
+        """Whether `name` looks like this plugin's (its distribution or an entry point, with
+        or without the `ferbench-` prefix): a name a failed plugin would have registered."""
+        def norm(text):
+            text = text.lower().replace("_", "-")
+            return text[len("ferbench-"):] if text.startswith("ferbench-") else text
+        return norm(name) in {norm(n) for n in (self.name, *self.entry_points)}
 
 
 @dataclass
@@ -71,7 +82,17 @@ class Registry:
     def get(self, kind: str, name: str):
         table = getattr(self, kind)
         if name not in table:
-            raise unknown_name(kind.rstrip("s"), name, table)
+            failed = [p for p in self.plugins.values() if p.errors and not p.builtin
+                      and kind not in p.registered]
+            match = next((p for p in failed if p.may_provide(name)), None)
+            if match is not None:
+                raise PluginError(f"{kind[:-1]} {name!r} comes from plugin {match.name}, which "
+                                  f"failed: {match.errors[0]}") from match.failure
+            err = unknown_name(kind.rstrip("s"), name, table)
+            if failed:  # the name may be one of theirs: say so rather than only "unknown"
+                err = ConfigError(f"{err}; plugins that failed to load, which may provide it: "
+                                  f"{', '.join(p.name for p in failed)} (ferbench list says why)")
+            raise err
         claimants = self.contested.get((kind, name))
         if claimants:
             raise ConfigError(f"{kind[:-1]} {name!r} is registered by more than one plugin "
@@ -169,12 +190,14 @@ def build_registry(extra_plugins=()) -> Registry:
     for ep in _entry_points():
         version = ep.dist.version if ep.dist else "unknown"
         name = ep.dist.name if ep.dist else ep.name
+        info = reg.plugins.setdefault(name, PluginInfo(name, version, False))
+        info.entry_points.append(ep.name)
         try:
             plugin = ep.load()
         except Exception as e:
-            info = reg.plugins.setdefault(name, PluginInfo(name, version, False))
             info.errors.append(f"failed to load entry point {ep.name} = {ep.value}: "
                                f"{type(e).__name__}: {e}")
+            info.failure = info.failure or e
             continue
         add(plugin, name, version, False, key=f"{name}:{ep.name}")
     for i, plugin in enumerate(extra_plugins):
@@ -204,6 +227,7 @@ def _invoke(impl, hook_name: str, info: PluginInfo, **kwargs) -> bool:
                and f.filename != __file__] or frames
         info.errors.append(f"{hook_name} raised {type(e).__name__}: {e} "
                            f"({os.path.basename(own[-1].filename)}:{own[-1].lineno})")
+        info.failure = info.failure or e
         return False
 
 

@@ -1,7 +1,7 @@
 """A run's identity: its key, what the config hash covers, and the folder its files live in.
 
 A run's key is (dataset, protocol with its parameters, method, seed, hash of the
-resolved config) (DESIGN.md section 5). Every place that names a run (the runner
+resolved config) (docs/design.md, section 4). Every place that names a run (the runner
 that writes it, the leaderboard that groups it) takes the key from here, so each
 protocol parameter is encoded by one rule:
 

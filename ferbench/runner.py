@@ -15,7 +15,8 @@ from .context import build_context
 from .data.augment import resolve_view
 from .device import describe, resolve_channels_last, resolve_device, resolve_precision
 from .engine import Engine
-from .errors import ConfigError, FerbenchError
+from .errors import ConfigError, FerbenchError, PluginError
+from .extras import attach_extras
 from .planning import (RunRequest, check_cross, flag_overrides, leaked_test, open_target,
                        plan_runs)
 from .plugins import registry
@@ -43,7 +44,8 @@ def run(req: RunRequest) -> list[Path]:
 
 
 def _run(req: RunRequest, out: Path) -> list[Path]:
-    ds, parsed, classes, preset, smallest = plan_runs(req)
+    ds, parsed, classes, preset, smallest, extras = plan_runs(req)
+    extras_record = attach_extras(ds, extras)  # before any protocol, so every view carries them
     adapter = registry().get("datasets", req.dataset)
     mode = "L" if getattr(adapter, "grey", False) else "RGB"
     views = []
@@ -53,6 +55,8 @@ def _run(req: RunRequest, out: Path) -> list[Path]:
         for name in getattr(fam, "reads", ()):
             params.setdefault(name, getattr(req, name, None))
         view = fam.apply(ds, params, open_target=open_target)
+        if extras_record:
+            view.record["extras"] = extras_record
         if view.train.fingerprint == view.test.fingerprint:
             # Legitimate (a one-split set used as a cross target is tested elsewhere), but a
             # test accuracy on the training images is not a benchmark figure: say so loudly.
@@ -102,6 +106,12 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
     resolved["engine"]["channels_last"] = "on" if channels_last else "off"
     method = cls(mcfg)
     resolved["method"]["views"] = [list(resolve_view(v)) for v in method.views]
+    if pv.record.get("extras"):
+        # A user's extra files by content and kind, not by where they lie: part of the data
+        # (hashed, and naming a variant in the leaderboard); absent without any, so such a
+        # run keeps the hash it always had.
+        resolved["data"]["extras"] = {name: {"hash": e["hash"], "kind": e["kind"]}
+                                      for name, e in pv.record["extras"].items()}
     key = run_key(ds.name, pv, name, seed, resolved)
     result_path = key.result_path(out)
     label = f"{tag} {name} · {key.protocol} · seed {seed} · {ds.name}"
@@ -147,7 +157,11 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
                         select=cfg.engine.select, channels_last=channels_last,
                         show_progress=req.show_progress, compile=bool(cfg.engine.compile),
                         initial_state=(mcfg.weights, state) if whole_model else None)
-        res = engine.fit()
+        try:
+            res = engine.fit()
+        except PluginError:
+            shutil.rmtree(run_dir, ignore_errors=True)  # a broken method: nothing to resume
+            raise
         scores = score_run(pv, res)
         provided = registry().methods[name]
         record = make_record(

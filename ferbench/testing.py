@@ -8,11 +8,15 @@ context without a run. The kit runs on a tiny synthfer set with the method's
 `quick` preset and raises
 AssertionError naming the broken rule. What it checks: the method builds;
 several optimisation steps on one fixed batch without augmentation lower the
-training loss; predictions are probabilities of the right shape; optional
-outputs (uncertainty, members, noise scores and decisions, per-epoch arrays)
-have the right shapes; method state survives a save/load round trip; a full
-run through the engine under noise writes its result and nothing outside the
-results folder.
+training loss (with `ctx.phase` set to the first of its `phases`, which must
+add up to the run's epochs); predictions are probabilities of the right shape;
+optional outputs (uncertainty, members, noise scores and decisions, sample
+weights, a fixed training subset, companions, per-epoch per-sample arrays) have
+the right shapes; method state survives a save/load round trip; a run
+interrupted in the middle, and one interrupted at each phase boundary (before
+and after `on_phase_end`), resumes to the uninterrupted run's predictions and
+state; a full run through the engine under noise writes its result and nothing
+outside the results folder.
 """
 
 from __future__ import annotations
@@ -57,10 +61,17 @@ def tiny_context(method, overrides=(), epochs: int = 2, batch_size: int = 16,
     with no run around it. Images come through the decoded cache, so set
     `FERBENCH_CACHE` (ferbench's own tests do) to keep it out of the user's.
     """
+    method, ctx, _ = _tiny_run(method, overrides, epochs, batch_size, noise_rate, data_options)
+    return method, ctx
+
+
+def _tiny_run(method, overrides=(), epochs=2, batch_size=16, noise_rate=30.0,
+              data_options=None):
+    """`tiny_context`, and the test split the engine scores."""
     from .config import compose_run, to_method_config
+    from .context import build_context
     from .datasets.base import open_dataset
     from .datasets.synthfer import SynthFER
-    from .context import build_context
     from .device import resolve_device
     from .protocols import Noise, finish_view
 
@@ -70,9 +81,9 @@ def tiny_context(method, overrides=(), epochs: int = 2, batch_size: int = 16,
     cfg = compose_run(name, cls, "quick", {"method.epochs": epochs,
                                            "method.batch_size": batch_size}, list(overrides))
     mcfg = to_method_config(cls, cfg)
-    ctx, _, _ = build_context(view, mcfg, mode="L", device=resolve_device("cpu"),
-                              precision="fp32", show_progress=False)
-    return cls(mcfg), ctx
+    ctx, test, _ = build_context(view, mcfg, mode="L", device=resolve_device("cpu"),
+                                 precision="fp32", show_progress=False)
+    return cls(mcfg), ctx, test
 
 
 def build_model(method, ctx):
@@ -103,12 +114,20 @@ def check_method(method, steps: int = 30, overrides=(), workdir: str | Path | No
         mcfg = m.config
         torch.manual_seed(0)
         model = build_model(m, ctx)
+        n = len(ctx.train)
+        phases = _check_phases(name, m, ctx)
+        ctx.phase = phases[0]
 
         # 1. a fixed batch without augmentation: the loss must go down
         idx = torch.arange(16)
         comp = m.batch_companions(idx) if m.batch_companions is not None else None
-        assert comp is None or comp.shape[0] == 16, \
-            "batch_companions must return [B, C] indices"
+        if comp is not None:
+            comp = torch.as_tensor(comp)
+            assert comp.ndim == 2 and comp.shape[0] == 16 and not comp.is_floating_point(), \
+                f"{name}.batch_companions must return LongTensor [B, C] (or None), got " \
+                f"{comp.dtype} {list(comp.shape)}"
+            assert bool(((comp >= 0) & (comp < n)).all()), \
+                f"{name}.batch_companions returned positions outside 0..{n - 1}"
         batch = make_batch(ctx.train, idx, m.views,
                            lambda v, raw: apply_view("none", raw, ctx.generator), ctx.device,
                            comp)
@@ -150,7 +169,8 @@ def check_method(method, steps: int = 30, overrides=(), workdir: str | Path | No
         model.train()
 
         # 3. optional outputs
-        n = len(ctx.train)
+        _check_sampling(name, m, ctx)
+        _check_per_sample(name, m, model, ctx)
         scores = m.noise_scores(model, ctx)
         if scores is not None:
             for key, s in (scores.items() if isinstance(scores, dict) else [("score", scores)]):
@@ -173,7 +193,10 @@ def check_method(method, steps: int = 30, overrides=(), workdir: str | Path | No
         assert _state_equal(state, fresh.state_dict()), \
             f"{name}: state_dict() does not survive a save/load round trip"
 
-        # 5. a whole run under noise writes only inside its results folder
+        # 5. an interrupted run resumes to the same predictions and state
+        report["resumed"] = _check_resume(name, method, overrides, tmp, len(phases))
+
+        # 6. a whole run under noise writes only inside its results folder
         out = tmp / "results"
         cwd = Path.cwd()
         scratch = tmp / "cwd"
@@ -205,3 +228,112 @@ def _registered(name, cls) -> bool:
 
     provided = registry().methods.get(name)
     return provided is not None and provided.obj is cls
+
+
+def _check_phases(name, m, ctx) -> list:
+    from .method import Phase
+
+    phases = m.phases(ctx) or [Phase("train", ctx.epochs)]
+    assert all(isinstance(p, Phase) and p.epochs >= 0 for p in phases), \
+        f"{name}.phases must return Phase(name, epochs >= 0) values"
+    assert sum(p.epochs for p in phases) == ctx.epochs, \
+        f"{name}.phases: its epochs add up to {sum(p.epochs for p in phases)}, not the " \
+        f"run's {ctx.epochs} (split_epochs divides them)"
+    return phases
+
+
+def _check_sampling(name, m, ctx) -> None:
+    from .method import check_training_indices
+
+    n = len(ctx.train)
+    weights = m.sample_weights(ctx)
+    if weights is not None:
+        w = torch.as_tensor(weights).float()
+        assert w.shape == (n,), f"{name}.sample_weights must be [N_train={n}], got " \
+                                f"{list(w.shape)}"
+        assert bool(torch.isfinite(w).all() and (w >= 0).all() and w.sum() > 0), \
+            f"{name}.sample_weights must be finite, non-negative and not all zero"
+    subset = m.training_indices(ctx)
+    if subset is not None:
+        try:
+            check_training_indices(subset, n, m)
+        except Exception as e:
+            raise AssertionError(str(e)) from None
+
+
+def _check_per_sample(name, m, model, ctx) -> None:
+    from .method import PerSample
+
+    n, k = len(ctx.train), ctx.num_classes
+    for key, v in (m.on_epoch_end(model, ctx, 0) or {}).items():
+        if not isinstance(v, PerSample):
+            continue
+        arr = torch.as_tensor(v.values).float()
+        assert arr.ndim >= 1 and arr.shape[0] == n, \
+            f"{name}.on_epoch_end: per-sample array {key!r} must be [N_train={n}, ...], got " \
+            f"{list(arr.shape)}"
+        if v.distribution:
+            assert arr.shape == (n, k) and bool((arr >= 0).all()) and \
+                torch.allclose(arr.sum(1), torch.ones(n), atol=1e-3), \
+                f"{name}.on_epoch_end: distribution {key!r} must be [N_train, K={k}] rows " \
+                f"of probabilities"
+
+
+class _Stop(Exception):
+    """The interruption the kit simulates."""
+
+
+def _stopping(hook, call: int):
+    """`hook` that raises `_Stop` at its `call`-th call (from 0)."""
+    calls = []
+
+    def wrapped(*args):
+        calls.append(True)
+        if len(calls) == call + 1:
+            raise _Stop
+        return hook(*args)
+    return wrapped
+
+
+def _check_resume(name, method, overrides, tmp: Path, n_phases: int) -> list[str]:
+    """Runs interrupted mid-run and at each phase boundary, resumed, against one run through."""
+    from .engine import Engine
+
+    def fit(folder, resume=False, stop=None):
+        m, ctx, test = _tiny_run(method, overrides)
+        if stop is not None:
+            member, call = stop
+            setattr(m, member, _stopping(getattr(m, member), call))
+        torch.manual_seed(0)
+        res = Engine(m, ctx, test=test, seed=0, checkpoint_dir=folder, resume=resume,
+                     show_progress=False).fit()
+        return res, m.state_dict()
+
+    def quiet_fit(*args, **kw):
+        from .progress import console
+
+        with console.capture():
+            return fit(*args, **kw)
+
+    full, full_state = quiet_fit(tmp / "resume-full")
+    stops = {"mid-run": ("on_epoch_start", 1)}
+    for i in range(n_phases):
+        stops[f"before the end of phase {i}"] = ("on_phase_end", i)
+        if i + 1 < n_phases:
+            stops[f"after the end of phase {i}"] = ("on_phase_start", i + 1)
+    checked = []
+    for label, stop in stops.items():
+        folder = tmp / f"resume-{len(checked)}"
+        try:
+            quiet_fit(folder, stop=stop)
+        except _Stop:
+            pass
+        else:
+            continue  # this point never comes (a phase of no epochs)
+        res, state = quiet_fit(folder, resume=True)
+        assert np.array_equal(res.test_probs, full.test_probs) and \
+            _state_equal(state, full_state), \
+            f"{name}: a run interrupted {label} and resumed differs from one run through " \
+            f"(keep what training changes in state_dict, not only in attributes)"
+        checked.append(label)
+    return checked

@@ -1,7 +1,8 @@
-"""Loading users' checkpoints into a timm backbone: the shapes FER researchers have."""
+"""Loading users' checkpoints into models: the shapes FER researchers have."""
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 
@@ -94,3 +95,53 @@ def _classifier_prefix(model) -> str | None:
     if isinstance(name, (list, tuple)):
         name = name[0]
     return f"{name}." if name else None
+
+
+def file_digest(path: str | Path) -> str:
+    """The first 16 hex digits of the file's sha256: which weights a run started from."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def load_partial(module: torch.nn.Module, path: str | Path, strip_prefixes=(),
+                 matching_only: bool = False) -> dict:
+    """Load a local checkpoint (`weights_only=True`) into any module, not only a timm model.
+
+    `strip_prefixes` are removed from the checkpoint's keys first (e.g. "module.",
+    "visual."); keys that still do not start with one of them are kept as they are. With
+    `matching_only`, only tensors whose name and shape match are loaded and the rest of
+    the module stays at its random initialisation; without it, any missing, unexpected
+    or misshapen key is a DataError naming the file and the first such key. Returns
+    what the result records: file, sha256, how many tensors were loaded, which were left
+    random and which of the checkpoint's were not used.
+    """
+    state, _ = read_state_dict(path)
+    prefixes = tuple(strip_prefixes)
+    renamed = {}
+    for k, v in state.items():
+        for p in prefixes:
+            if k.startswith(p):
+                k = k[len(p):]
+                break
+        renamed[k] = v
+    own = module.state_dict()
+    fits = {k: v for k, v in renamed.items() if k in own and own[k].shape == v.shape}
+    random = [k for k in own if k not in fits and not k.endswith("num_batches_tracked")]
+    unused = [k for k in renamed if k not in fits]
+    if not matching_only and (random or unused):
+        first = (random or unused)[0]
+        why = ("wrong shape" if first in renamed and first in own else
+               "missing" if first in own else "unexpected")
+        raise DataError(path, f"does not fit {type(module).__name__} ({why}: {first}; "
+                              f"{len(random)} of its tensors unmatched, {len(unused)} of the "
+                              f"file's unused)")
+    if not fits:
+        raise DataError(path, f"no tensor fits {type(module).__name__} "
+                              f"(first key: {next(iter(renamed), 'none')})")
+    module.load_state_dict(fits, strict=False)
+    return {"file": str(path), "sha256": file_digest(path), "loaded": len(fits),
+            "left_random": random, "unused": unused[:20], "n_unused": len(unused),
+            "init": "partial" if random else "checkpoint"}

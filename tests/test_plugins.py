@@ -295,6 +295,28 @@ def test_ferbench_list_names_a_broken_plugin_and_still_lists_the_rest(site, monk
                      r".*ferbench_no_such_dependency", out, re.MULTILINE), out
 
 
+def test_a_method_of_a_plugin_that_failed_is_reported_as_such_not_as_unknown(site, monkeypatch):
+    site.install("ferbench-coteach", "ferbench_coteach",
+                 "import ferbench_no_such_dependency\n", entry="coteach")
+    monkeypatch.setattr(plugins, "_REGISTRY", None)
+    result = CliRunner().invoke(cli, ["run", "--method", "coteach", "--out", "unused"])
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("ferbench: error: method 'coteach' comes from plugin "
+                           "ferbench-coteach, which failed: failed to load entry point coteach"), line
+    assert "ModuleNotFoundError" in line and "unknown method" not in line
+    # another name is still unknown, and the failed plugin is named as a possible source
+    result = CliRunner().invoke(cli, ["run", "--method", "mixup", "--out", "unused"])
+    assert "unknown method 'mixup'" in result.stderr
+    assert "plugins that failed to load, which may provide it: ferbench-coteach" in result.stderr
+    # --debug shows the plugin's own traceback
+    with pytest.raises(Exception) as e:
+        CliRunner().invoke(cli, ["--debug", "run", "--method", "coteach", "--out", "unused"],
+                           catch_exceptions=False)
+    assert isinstance(e.value.__cause__, ModuleNotFoundError)
+    assert not Path("unused").exists()
+
+
 def test_one_distribution_may_have_several_entry_points(site):
     site.install("ferbench-pair", "ferbench_pair", _claims("pair-method"), entry="methods",
                  more={"datasets": _claims("pair-faces", "datasets")})

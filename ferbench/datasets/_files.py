@@ -2,7 +2,7 @@
 
 Private to `ferbench.datasets` (any adapter module may import it). Every helper
 reports problems as `DataError`s that name the file and, for label files, the line,
-so an adapter gets the one-line user messages of DESIGN.md section 6 for free.
+so an adapter gets the one-line user messages of docs/design.md section 5 for free.
 Ids are always posix paths relative to the dataset root, never absolute.
 """
 
