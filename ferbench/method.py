@@ -163,12 +163,15 @@ class Method:
 
     Class attributes: `Config` (a dataclass subclassing MethodConfig), `presets`
     (name → {key: value} overriding the Config defaults; `paper` and `quick`),
-    `preset_sources` (name → "code" | "paper-text" | "ferbench").
+    `preset_sources` (name → "code" | "paper-text" | "ferbench"), `pretrained_presets`
+    (the presets whose official setting starts from pretrained weights: a run of one of
+    them from random weights is marked so in the leaderboard).
     """
 
     Config: ClassVar[type] = MethodConfig
     presets: ClassVar[dict[str, dict]] = {"quick": {}, "paper": {}}
     preset_sources: ClassVar[dict[str, str]] = {"quick": "ferbench", "paper": "ferbench"}
+    pretrained_presets: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config):
         self.config = config
