@@ -82,6 +82,21 @@ RUN = [("preset", _shown("method", "preset"), TEXT),
        ("wall time (s)", _get("wall_time_s"), Spec(1, 0, 0))]
 
 
+def _weights_shown(r) -> str | None:
+    """For a run whose preset expects pretrained weights: where they came from, or a mark
+    that it started from random ones (the column is absent where no run expects any)."""
+    if not r.method.get("weights_expected"):
+        return None
+    entries = [w for w in r.weights if isinstance(w, dict)]
+    if any(w.get("init") == "random" for w in entries):
+        return "random (preset expects pretrained)"
+    return ", ".join(sorted({Path(str(w["file"])).name for w in entries if w.get("file")})) \
+        or None
+
+
+RUN.insert(-1, ("weights", _weights_shown, TEXT))
+
+
 def _metric(header: str, key: str, scale: float = 100.0, decimals: int = 2) -> tuple:
     """A column of the stored metric `key`, best the way ferbench.metrics says it is."""
     return header, key, metric_spec(key, scale, decimals)
@@ -102,6 +117,8 @@ NOISE = [_metric("AUROC (%)", "train_noise_auroc"),
 AMBIGUITY = [_metric("KL to votes", "test_kl", 1, 3)] + [
     _metric(f"acc, {b} ambiguity (%)", f"test_acc_{b}_ambiguity") for b in ("low", "mid", "high")]
 ENSEMBLE = [_metric("member acc (%)", "test_member_acc_mean"),
+            _metric("worst member (%)", "test_member_acc_min"),
+            _metric("best member (%)", "test_member_acc_max"),
             _metric("ensemble gain (%)", "test_ensemble_gain"),
             _metric("disagreement (%)", "test_member_disagreement")]
 PER_PROTOCOL = {
@@ -109,7 +126,13 @@ PER_PROTOCOL = {
     "noise": ("Noise detection and memorisation (training set, flipped samples)", NOISE),
     "ambiguity": ("KL to vote distributions and accuracy by ambiguity tertile", AMBIGUITY),
     "ensemble": ("Ensemble members", ENSEMBLE),
+    "per_sample": ("Method per-sample figures on the training set, final epoch: flipped "
+                   "against clean samples", None),
+    "method_figures": ("Method figures (extra results, prediction extras, built "
+                       "distributions' KL to the ground truth)", None),
     "per_class": ("Per-class test accuracy, final epoch (%)", None)}
+# A method's own figures: shown as they are, bold only where ferbench knows their direction.
+FIGURE = Spec(1, 3, 0)
 
 
 def _flatten(d, prefix="") -> dict:
@@ -299,12 +322,65 @@ def _tables(b: _Board) -> dict:
                 classes = dict.fromkeys(str(c) for r in recs for c in
                                         [*(r.dataset.get("classes") or []), *r.per_class])
                 metrics = [(c, _get("per_class", c), acc) for c in classes]
-            if table := _per_protocol(b, [col], f"{heading}: {label}", metrics):
+            elif name == "per_sample":
+                metrics = _per_sample_columns([r for r in b.records if b.col(r) == col])
+            elif name == "method_figures":
+                metrics = _figure_columns([r for r in b.records if b.col(r) == col])
+            if metrics and (table := _per_protocol(b, [col], f"{heading}: {label}", metrics)):
                 t[name][label] = table
     size = [("params", "params", metric_spec("params", kind="size")),
             ("FLOPs / image", "flops_per_image", metric_spec("flops_per_image", kind="size"))]
     t["size"] = _per_protocol(b, list(b.columns), "Model size (parameters, FLOPs per image)", size)
     return t
+
+
+def _per_sample_columns(recs) -> list:
+    """Per method array summarised by epoch: its final-epoch mean and median over flipped
+    and over clean training samples."""
+    names = dict.fromkeys(n for r in recs for n in (r.noise_summary_epochs or {}))
+    return [(f"{n}: {group} {stat}", _last("noise_summary_epochs", n, group, key), FIGURE)
+            for n in names for group in ("flipped", "clean")
+            for stat, key in (("mean", "mean"), ("median", "q50"))]
+
+
+def _last(*path):
+    """A getter for the final value of a per-epoch series in a record, else None."""
+    def get(r):
+        series = _field(r, path)
+        return _num(series[-1]) if isinstance(series, list) and series else None
+    return get
+
+
+def _figure_columns(recs) -> list:
+    """Numbers a method adds: its `extra_results` (dotted keys), its prediction extras
+    (`test_<name>`) and the KL of the distributions it built (`train_<name>_kl`)."""
+    cols = {}
+    for r in recs:
+        for key in r.prediction_extras or []:
+            cols[f"test_{key}"] = (f"test_{key}", metric_spec(f"test_{key}", 1, 3))
+        for name in r.distributions or {}:
+            key = f"train_{name}_kl"
+            cols[key] = (f"{name}: KL to the ground truth", metric_spec(key, 1, 3))
+        for key, value in _numbers(r.method_results).items():
+            cols[f"method_results.{key}"] = (key, FIGURE)
+    out = []
+    for key, (header, spec) in cols.items():
+        if key.startswith("method_results."):
+            out.append((header, _get("method_results", *key.split(".")[1:]), spec))
+        else:
+            out.append((header, key, spec))
+    return out
+
+
+def _numbers(d, prefix="") -> dict:
+    """Dotted keys → finite numbers of a nested mapping (lists and text left out)."""
+    out = {}
+    for k, v in (d.items() if isinstance(d, dict) else []):
+        if isinstance(v, dict):
+            out.update(_numbers(v, f"{prefix}{k}."))
+        elif _num(v) is not None:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _majority(b: _Board) -> dict:

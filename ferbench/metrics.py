@@ -35,9 +35,12 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {
     "train_noise_at": None,
     "test_member_acc_mean": True, "test_ensemble_gain": True,
     "test_member_disagreement": None,
+    "test_member_acc_min": True, "test_member_acc_max": True,
 }
 # `train_noise_auroc_<score>`: the AUROC of a method's further noise scores.
+# `train_<array>_kl`: KL from the ground truth to a method's per-sample distributions.
 _PREFIXES = {"train_noise_auroc_": True}
+_SUFFIXES = {"_kl": False}
 
 
 def higher_is_better(key: str) -> bool | None:
@@ -45,7 +48,10 @@ def higher_is_better(key: str) -> bool | None:
     a method adds whose direction ferbench does not know)."""
     if key in HIGHER_IS_BETTER:
         return HIGHER_IS_BETTER[key]
-    return next((v for prefix, v in _PREFIXES.items() if key.startswith(prefix)), None)
+    found = next((v for prefix, v in _PREFIXES.items() if key.startswith(prefix)), None)
+    if found is None and key.startswith("train_"):
+        found = next((v for suffix, v in _SUFFIXES.items() if key.endswith(suffix)), None)
+    return found
 
 
 def _check(probs, labels):
@@ -325,3 +331,20 @@ def shared_class_predictions(probs, train_classes, test_classes):
     test_to_shared = np.array([shared.index(c) if c in shared else -1 for c in test],
                               dtype=np.int64)
     return sub, shared, test_to_shared
+
+
+def quartiles_by_flip(values, flipped) -> dict:
+    """Mean and quartiles of a per-sample array over flipped and over clean samples (None
+    where a group is empty): one epoch of a method's per-sample figure."""
+    values = np.asarray(values, dtype=np.float64)
+    flipped = np.asarray(flipped, dtype=bool)
+    if values.ndim != 1 or values.shape != flipped.shape:
+        raise ValueError(
+            f"values and flipped must both be [N], got {values.shape} and {flipped.shape}")
+    out = {}
+    for group, mask in (("flipped", flipped), ("clean", ~flipped)):
+        v = values[mask]
+        q = np.quantile(v, [0.25, 0.5, 0.75]).tolist() if len(v) else [None] * 3
+        out[group] = {"mean": float(v.mean()) if len(v) else None,
+                      "q25": q[0], "q50": q[1], "q75": q[2]}
+    return out

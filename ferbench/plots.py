@@ -203,6 +203,35 @@ def rejection_curves(path, title: str, curves: dict) -> Path:
     return _save(fig, path)
 
 
+def per_sample_curves(path, title: str, array: str, curves: dict) -> Path:
+    """A method's per-sample figure over epochs, flipped (solid) against clean (dashed)
+    training samples: the mean over seeds of each group's mean, with the band between its
+    quartiles (25-75 %). `curves` maps a method name to its per-seed series (the record's
+    `noise_summary_epochs[array]`); seeds with the first seed's epochs are averaged."""
+    fig = _figure(7.5 if len(curves) > 6 else 5.8, 4.8)
+    ax = fig.subplots()
+    for i, (name, runs) in enumerate(curves.items()):
+        epochs = _floats(runs[0].get("epoch"))
+        style = _style(i, len(curves))
+        for group, line in (("flipped", "-"), ("clean", "--")):
+            stats = {stat: [_floats((r.get(group) or {}).get(stat)) for r in runs]
+                     for stat in ("mean", "q25", "q75")}
+            if not all(len(v) == len(epochs) for vs in stats.values() for v in vs) \
+                    or not len(epochs):
+                continue
+            with warnings.catch_warnings():   # an empty group stays NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, lo, hi = (np.nanmean(stats[k], axis=0) for k in ("mean", "q25", "q75"))
+            ax.plot(epochs, mean, color=style["color"], ls=line, lw=1.5,
+                    label=_text(f"{name}, {group}", 40))
+            ax.fill_between(epochs, lo, hi, color=style["color"], alpha=0.15, lw=0)
+    ax.set(xlabel="epoch", ylabel=f"{array} (mean; band: 25-75 %)")
+    ax.set_title(_text(f"{title}: {array}, flipped against clean", 70), fontsize=10)
+    ax.grid(alpha=0.3)
+    _legend(ax, 2 * len(curves))
+    return _save(fig, path)
+
+
 def draw_dataset(out, dataset: str, columns, noise_series: dict, used: set) -> list[Path]:
     """Every plot of one dataset into `out`; returns the paths written.
 
@@ -237,6 +266,15 @@ def draw_dataset(out, dataset: str, columns, noise_series: dict, used: set) -> l
             curves = {n: c for n, c in curves.items() if c}
             if curves:
                 made.append(draw(path(dataset, label, kind), title, curves))
+        arrays = dict.fromkeys(a for _, recs in per_row for r in recs
+                               for a in (r.noise_summary_epochs or {}))
+        for array in arrays:
+            curves = {n: [r.noise_summary_epochs[array] for r in recs
+                          if isinstance((r.noise_summary_epochs or {}).get(array), dict)]
+                      for n, recs in per_row}
+            curves = {n: c for n, c in curves.items() if c}
+            if curves:
+                made.append(per_sample_curves(path(dataset, label, array), title, array, curves))
     if any(rate > 0 for points in noise_series.values() for rate, _, _ in points):
         made.append(accuracy_vs_noise(path(dataset, "accuracy_vs_noise"), dataset, noise_series))
     return made

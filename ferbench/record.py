@@ -51,6 +51,12 @@ class RunRecord:
     noise_summary: dict | None = None
     method_results: dict = field(default_factory=dict)
     command: str | None = None
+    # Added after the first records were written: absent (defaults) in older files.
+    noise_summary_epochs: dict = field(default_factory=dict)
+    distributions: dict = field(default_factory=dict)
+    members: dict | None = None
+    prediction_extras: list = field(default_factory=list)
+    training_subset: dict | None = None
     # Where the record was read from; not part of the file.
     path: str | None = field(default=None, compare=False)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import metrics as M
+from .errors import ConfigError
 from .labels import CLASSES
 from .protocols import ProtocolView
 
@@ -56,13 +57,22 @@ def score_run(view: ProtocolView, res) -> dict:
     m["flops_per_image"] = res.flops_per_image
     m["train_images_per_s"] = res.images_per_s
     if res.test_members is not None:
-        member_acc = (res.test_members.argmax(2) == view.test_labels[:, None]).mean(0)
+        # Members are scored as the ensemble is: under cross, over the shared classes only.
+        members = res.test_members
+        cols = list(view.scored_classes)
+        if cols != list(range(members.shape[2])):
+            members = members[:, :, cols]
+        member_acc = (members.argmax(2) == labels[:, None]).mean(0)
         m["test_member_acc_mean"] = float(member_acc.mean())
+        m["test_member_acc_min"] = float(member_acc.min())
+        m["test_member_acc_max"] = float(member_acc.max())
         m["test_ensemble_gain"] = float(cm["acc"] - member_acc.mean())
-        votes = res.test_members.argmax(2)
+        votes = members.argmax(2)
         m["test_member_disagreement"] = float((votes != votes[:, :1]).any(1).mean())
+        out["members"] = {"acc": [float(a) for a in member_acc]}
     for k, v in res.test_extras.items():
         m[f"test_{k}"] = v
+    out["prediction_extras"] = sorted(res.test_extras)
     out["per_class"] = {c: a for c, a in zip(classes, cm["per_class_acc"])}
     out["confusion"] = cm["confusion"]
     out["classes_scored"] = list(classes)
@@ -71,6 +81,54 @@ def score_run(view: ProtocolView, res) -> dict:
     if view.noise is not None:
         out.update(_noise_figures(view, res))
         m.update(out.pop("noise_metrics"))
+    out["distributions"] = _distribution_figures(view, res)
+    for name, fig in out["distributions"].items():
+        m[f"train_{name}_kl"] = fig["kl"][-1]
+    return out
+
+
+def train_distributions(view: ProtocolView) -> np.ndarray | None:
+    """Ground-truth distributions of the training set over the run's classes (votes or
+    synthfer's), held by the harness even where they are withheld from the method."""
+    extras = view.train.extras
+    if "votes" in extras:
+        return M.votes_to_distribution(extras["votes"],
+                                       [CLASSES.index(c) for c in view.classes])
+    if "distribution" in extras:
+        dist = np.asarray(extras["distribution"], dtype=np.float64)
+        cols = [view.train.classes.index(c) for c in view.classes if c in view.train.classes]
+        if dist.ndim == 2 and dist.shape[1] == len(view.train.classes) \
+                and len(cols) == len(view.classes):
+            return dist[:, cols]
+    return None
+
+
+def _distribution_figures(view: ProtocolView, res) -> dict:
+    """Per epoch, KL from the ground truth to each per-sample distribution a method built
+    (and under noise for flipped and clean samples apart)."""
+    names = sorted(getattr(res, "distributions", set()) or set())
+    truth = train_distributions(view) if names else None
+    if truth is None:
+        return {}
+    n, k = len(view.train), len(view.classes)
+    flipped = view.noise.flipped if view.noise is not None else None
+    out = {}
+    for name in names:
+        series = {"epoch": [], "kl": [], "kl_flipped": [], "kl_clean": []}
+        for epoch, arr in enumerate(res.per_sample[name]):
+            arr = np.asarray(arr, dtype=np.float64)
+            if arr.shape != (n, k) or not np.isfinite(arr).all() or (arr < 0).any() \
+                    or np.abs(arr.sum(1) - 1).max() > 1e-3:
+                raise ConfigError(f"method array {name!r} is not a distribution over the "
+                                  f"{k} classes per training sample (epoch {epoch}: shape "
+                                  f"{list(arr.shape)}, rows must be probabilities)")
+            series["epoch"].append(epoch)
+            series["kl"].append(M.kl_to_distribution(truth, arr))
+            for group, mask in (("kl_flipped", flipped),
+                                ("kl_clean", None if flipped is None else ~flipped)):
+                series[group].append(None if mask is None or not mask.any()
+                                     else M.kl_to_distribution(truth[mask], arr[mask]))
+        out[name] = series
     return out
 
 
@@ -90,9 +148,16 @@ def _noise_figures(view: ProtocolView, res) -> dict:
             nm["train_noise_at"] = d["at"]
         else:
             nm[f"train_noise_auroc_{name}"] = d["auroc"]
-    summary = {}
+    summary, epochs = {}, {}
     for name, stack in res.per_sample.items():
         last = np.asarray(stack[-1])
         if last.ndim == 1 and len(last) == len(flipped):
             summary[name] = M.summarise_by_flip(last, flipped)
-    return {"noise_metrics": nm, "noise_detection": detection, "noise_summary": summary}
+            per_epoch = [M.quartiles_by_flip(np.asarray(a), flipped) for a in stack]
+            epochs[name] = {"epoch": list(range(len(stack))),
+                            **{group: {stat: [e[group][stat] for e in per_epoch]
+                                       for stat in ("mean", "q25", "q50", "q75")}
+                               for group in ("flipped", "clean")},
+                            "n_flipped": int(flipped.sum()), "n_clean": int((~flipped).sum())}
+    return {"noise_metrics": nm, "noise_detection": detection, "noise_summary": summary,
+            "noise_summary_epochs": epochs}

@@ -62,7 +62,9 @@ def make_record(*, key: RunKey, view, provided, preset: str, preset_source: str,
         protocol={"id": key.protocol, "family": view.family, "params": dict(view.params),
                   "label": key.protocol, "noise": noise_file, "record": view.record},
         method={"name": key.method, "plugin": provided.plugin, "version": provided.version,
-                "preset": preset, "preset_source": preset_source},
+                "preset": preset, "preset_source": preset_source,
+                "weights_expected": preset in (getattr(provided.obj, "pretrained_presets", ())
+                                               or ())},
         config=resolved,
         dataset={"name": ds.name, "layout": ds.layout, "classes": list(view.classes),
                  "fingerprints": {"train": view.train.fingerprint, "test": view.test.fingerprint,
@@ -81,7 +83,11 @@ def make_record(*, key: RunKey, view, provided, preset: str, preset_source: str,
         classes_scored=scores["classes_scored"], reliability=scores["reliability"],
         rejection_curve=scores["rejection_curve"], ambiguity=scores["curves"].get("ambiguity"),
         noise_detection=scores.get("noise_detection"), noise_summary=scores.get("noise_summary"),
-        method_results=res.method_results, command=" ".join(sys.argv))
+        method_results=res.method_results, command=" ".join(sys.argv),
+        noise_summary_epochs=scores.get("noise_summary_epochs") or {},
+        distributions=scores.get("distributions") or {}, members=scores.get("members"),
+        prediction_extras=scores.get("prediction_extras") or [],
+        training_subset=res.training_subset)
 
 
 def write_record(path: Path, record: RunRecord) -> None:

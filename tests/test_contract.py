@@ -183,7 +183,7 @@ def test_a_method_trains_on_its_fixed_capped_subset_alone(tmp_path, monkeypatch)
     assert len(labels) == 64
     kept = capped_per_class(torch.as_tensor(_train_labels()), cap=3).tolist()
     assert record["method_results"]["drawn"] == kept  # 3 of each of 7 classes: 21 faces
-    assert record["history"][0]["images_per_s"] > 0 and len(kept) == 21
+    assert record["training_subset"] == {"n": 21, "of": 64}
 
 
 def _train_labels():
@@ -199,6 +199,28 @@ def test_capped_per_class_is_deterministic_and_keeps_small_classes_whole():
     a, b = capped_per_class(labels, 3, seed=1), capped_per_class(labels, 3, seed=1)
     assert torch.equal(a, b) and len(a) == 3 + 2 + 3
     assert set(a.tolist()) >= {10, 11}  # class 1 has two faces: both kept
+
+
+# ---- per-sample distributions the harness scores ----------------------------------------------
+
+class BuildsTargets(Toy):
+    def on_epoch_end(self, model, ctx, epoch):
+        from ferbench import PerSample
+
+        return {"targets": PerSample(ctx.train_predictions("none"), distribution=True),
+                "confidence": PerSample(ctx.train_predictions("none").max(1).values)}
+
+
+def test_a_method_s_distributions_are_scored_against_ground_truth_it_never_saw(tmp_path,
+                                                                              monkeypatch):
+    install(monkeypatch, targets=BuildsTargets)
+    record, arrays = result(run(request(tmp_path, "targets", "noise30", flags={"epochs": 2})))
+    series = record["distributions"]["targets"]
+    assert series["epoch"] == [0, 1] and record["metrics"]["train_targets_kl"] == series["kl"][1]
+    assert all(v > 0 for v in series["kl"] + series["kl_flipped"] + series["kl_clean"])
+    summary = record["noise_summary_epochs"]["confidence"]
+    assert len(summary["flipped"]["mean"]) == 2 and summary["n_flipped"] == round(0.3 * 64)
+    assert arrays["method_targets"].shape == (2, 64, 7)
 
 
 # ---- weights beyond timm, frozen modules in bf16 ------------------------------------------

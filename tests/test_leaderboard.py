@@ -452,3 +452,36 @@ def test_a_rebuilt_leaderboard_removes_the_plots_it_no_longer_shows(tmp_path):
     assert new and all(p.exists() for p in new)
     assert not any(p.exists() for p in old if p not in new)
     assert mine.exists()
+
+
+def test_a_method_s_own_figures_get_tables_a_plot_and_its_random_start_a_mark(tmp_path):
+    proto = protocol("noise30", rate=30)
+    for seed in (0, 1):
+        rec = record(proto=proto, seed=seed, method="ldl",
+                     metrics={"test_branch_similarity": 0.4, "train_targets_kl": 0.2 + seed})
+        rec["method"]["weights_expected"] = True
+        rec["weights"] = [{"backbone": "resnet18", "file": None, "init": "random"}]
+        rec["method_results"] = {"centres": {"moved": 3}, "seeds": [1, 2]}
+        rec["prediction_extras"] = ["branch_similarity"]
+        rec["distributions"] = {"targets": {"epoch": [0, 1], "kl": [1.0, 0.2 + seed]}}
+        rec["noise_summary_epochs"] = {"lam": {
+            "epoch": [0, 1], "flipped": {"mean": [0.9, 0.4], "q25": [0.8, 0.3],
+                                         "q50": [0.9, 0.4], "q75": [1.0, 0.5]},
+            "clean": {"mean": [0.9, 0.8], "q25": [0.8, 0.7], "q50": [0.9, 0.8],
+                      "q75": [1.0, 0.9]}, "n_flipped": 3, "n_clean": 57}}
+        save(tmp_path, rec)
+    save(tmp_path, record(proto=proto, method="baseline"))
+    board = build_leaderboard(tmp_path)
+    t = board["tables"]["synthfer"]
+    figures = t["method_figures"]["noise30"]
+    assert figures.cell("ldl", "test_branch_similarity").mean == 0.4
+    assert figures.cell("ldl", "targets: KL to the ground truth").mean == pytest.approx(0.7)
+    assert figures.cell("ldl", "centres.moved").mean == 3
+    per_sample = t["per_sample"]["noise30"]
+    assert per_sample.cell("ldl", "lam: flipped mean").mean == 0.4
+    assert per_sample.cell("ldl", "lam: clean median").mean == 0.8
+    assert t["runs"].cell("ldl", "weights").values[0] == "random (preset expects pretrained)"
+    assert t["runs"].cell("baseline", "weights") is None  # nothing expected: nothing said
+    assert any(p.name == "synthfer-noise30-lam.png" for p in board["plots"])
+    text = board["markdown"].read_text()
+    assert "Method per-sample figures on the training set" in text and "Method figures" in text
