@@ -69,6 +69,19 @@ def _shown(*path):
     return get
 
 
+def _weights_shown(r) -> str | None:
+    """Which weights a run started from: the checkpoint files it loaded, or `random`, marked
+    where its preset expects pretrained ones (a pretrained recipe run from scratch is another
+    experiment). Records from before the preset said so show nothing, as before."""
+    if "weights_expected" not in r.method:
+        return None
+    entries = [w for w in r.weights if isinstance(w, dict)]
+    if any(w.get("init") == "random" for w in entries):
+        return "random (preset expects pretrained)" if r.method["weights_expected"] else "random"
+    return ", ".join(sorted({Path(str(w["file"])).name for w in entries if w.get("file")})) \
+        or None
+
+
 # What a row's figures cost: the same method at another budget is another row, and the
 # reader should not have to open result files to see why two rows differ.
 RUN = [("preset", _shown("method", "preset"), TEXT),
@@ -79,22 +92,8 @@ RUN = [("preset", _shown("method", "preset"), TEXT),
        ("training faces", _shown("dataset", "n_train"), TEXT),
        ("device", _shown("device", "type"), TEXT),
        ("precision", _shown("precision"), TEXT),
+       ("weights", _weights_shown, TEXT),
        ("wall time (s)", _get("wall_time_s"), Spec(1, 0, 0))]
-
-
-def _weights_shown(r) -> str | None:
-    """For a run whose preset expects pretrained weights: where they came from, or a mark
-    that it started from random ones (the column is absent where no run expects any)."""
-    if not r.method.get("weights_expected"):
-        return None
-    entries = [w for w in r.weights if isinstance(w, dict)]
-    if any(w.get("init") == "random" for w in entries):
-        return "random (preset expects pretrained)"
-    return ", ".join(sorted({Path(str(w["file"])).name for w in entries if w.get("file")})) \
-        or None
-
-
-RUN.insert(-1, ("weights", _weights_shown, TEXT))
 
 
 def _metric(header: str, key: str, scale: float = 100.0, decimals: int = 2) -> tuple:
@@ -352,24 +351,21 @@ def _last(*path):
 
 
 def _figure_columns(recs) -> list:
-    """Numbers a method adds: its `extra_results` (dotted keys), its prediction extras
-    (`test_<name>`) and the KL of the distributions it built (`train_<name>_kl`)."""
-    cols = {}
-    for r in recs:
-        for key in r.prediction_extras or []:
-            cols[f"test_{key}"] = (f"test_{key}", metric_spec(f"test_{key}", 1, 3))
-        for name in r.distributions or {}:
-            key = f"train_{name}_kl"
-            cols[key] = (f"{name}: KL to the ground truth", metric_spec(key, 1, 3))
-        for key, value in _numbers(r.method_results).items():
-            cols[f"method_results.{key}"] = (key, FIGURE)
-    out = []
-    for key, (header, spec) in cols.items():
-        if key.startswith("method_results."):
-            out.append((header, _get("method_results", *key.split(".")[1:]), spec))
-        else:
-            out.append((header, key, spec))
-    return out
+    """Numbers a method adds: its prediction extras (`test_<name>`), the KL of the
+    distributions it built (`train_<name>_kl`) and its `extra_results` (dotted keys)."""
+    extras = dict.fromkeys(f"test_{k}" for r in recs for k in r.prediction_extras
+                           if isinstance(k, str))
+    built = dict.fromkeys(str(n) for r in recs for n in r.distributions)
+    results = dict.fromkeys(k for r in recs for k in _numbers(r.method_results))
+    return ([(key, key, metric_spec(key, 1, 3)) for key in extras]
+            + [(f"{n}: KL to the ground truth", f"train_{n}_kl", metric_spec(f"train_{n}_kl", 1, 3))
+               for n in built]
+            + [(key, _result(key), FIGURE) for key in results if key not in extras])
+
+
+def _result(key: str):
+    """A getter for one number of a record's `method_results`, by its dotted key."""
+    return lambda r: _numbers(r.method_results).get(key)
 
 
 def _numbers(d, prefix="") -> dict:
@@ -379,7 +375,7 @@ def _numbers(d, prefix="") -> dict:
         if isinstance(v, dict):
             out.update(_numbers(v, f"{prefix}{k}."))
         elif _num(v) is not None:
-            out[f"{prefix}{k}"] = v
+            out[f"{prefix}{k}"] = _num(v)
     return out
 
 
@@ -493,7 +489,8 @@ def build_leaderboard(results_dir, out_dir=None, *, with_plots: bool = True) -> 
     Returns ``{"markdown": path, "plots": [paths], "tables": {dataset: {name: ...}},
     "n_read": int, "skipped": [(path, reason)]}``. Per dataset, main, runs, oracle, selected,
     mean_class_acc, macro_f1 and size are a Table (None where no run has the figure);
-    calibration, noise, ambiguity, ensemble and per_class map a protocol label to a Table;
+    calibration, noise, ambiguity, ensemble, per_sample, method_figures and per_class map a
+    protocol label to a Table;
     label_noise maps a noisy protocol's label to its noise file's summary (noise_report);
     majority maps a protocol's label to (its most frequent test class, that class's share).
     Cells hold raw values (fractions), so the arithmetic can be checked.

@@ -334,8 +334,12 @@ def shared_class_predictions(probs, train_classes, test_classes):
 
 
 def quartiles_by_flip(values, flipped) -> dict:
-    """Mean and quartiles of a per-sample array over flipped and over clean samples (None
-    where a group is empty): one epoch of a method's per-sample figure."""
+    """Mean and quartiles of a per-sample array over flipped and over clean samples: one
+    epoch of a method's per-sample figure.
+
+    A value that is not finite is left out (NaN marks a sample without a value that epoch:
+    MAN's subsets before its first division); a group without any value gets None.
+    """
     values = np.asarray(values, dtype=np.float64)
     flipped = np.asarray(flipped, dtype=bool)
     if values.ndim != 1 or values.shape != flipped.shape:
@@ -343,7 +347,7 @@ def quartiles_by_flip(values, flipped) -> dict:
             f"values and flipped must both be [N], got {values.shape} and {flipped.shape}")
     out = {}
     for group, mask in (("flipped", flipped), ("clean", ~flipped)):
-        v = values[mask]
+        v = values[mask & np.isfinite(values)]
         q = np.quantile(v, [0.25, 0.5, 0.75]).tolist() if len(v) else [None] * 3
         out[group] = {"mean": float(v.mean()) if len(v) else None,
                       "q25": q[0], "q50": q[1], "q75": q[2]}

@@ -3,8 +3,9 @@
 Each function draws one figure and writes it atomically (temporary name, then
 rename). Figures are built on matplotlib's Agg canvas directly, without pyplot,
 so no global backend or figure state is touched. The inputs are the record
-fields named in docs/results.md (`confusion`, `reliability`, `rejection_curve`)
-gathered per method, one entry per seed; pooling over seeds happens here.
+fields named in docs/results.md (`confusion`, `reliability`, `rejection_curve`,
+`noise_summary_epochs`) gathered per method, one entry per seed; pooling over
+seeds happens here.
 """
 
 from __future__ import annotations
@@ -203,32 +204,56 @@ def rejection_curves(path, title: str, curves: dict) -> Path:
     return _save(fig, path)
 
 
+_GROUPS = (("flipped", "-", "tab:red"), ("clean", "--", "tab:blue"))
+
+
+def _per_sample_band(runs: list, group: str):
+    """Epochs, and the mean over seeds of one group's mean, 25 % and 75 % per epoch (seeds
+    with the first seed's epochs); None where no seed has the group."""
+    epochs = _floats(runs[0].get("epoch"))
+    stats = {stat: [_floats((r.get(group) or {}).get(stat)) for r in runs
+                    if len(_floats(r.get("epoch"))) == len(epochs)]
+             for stat in ("mean", "q25", "q75")}
+    if not len(epochs) or not all(len(v) == len(epochs) for vs in stats.values() for v in vs):
+        return None
+    with warnings.catch_warnings():   # an epoch without values (an empty group) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return (epochs, *(np.nanmean(stats[k], axis=0) for k in ("mean", "q25", "q75")))
+
+
 def per_sample_curves(path, title: str, array: str, curves: dict) -> Path:
-    """A method's per-sample figure over epochs, flipped (solid) against clean (dashed)
-    training samples: the mean over seeds of each group's mean, with the band between its
-    quartiles (25-75 %). `curves` maps a method name to its per-seed series (the record's
-    `noise_summary_epochs[array]`); seeds with the first seed's epochs are averaged."""
-    fig = _figure(7.5 if len(curves) > 6 else 5.8, 4.8)
-    ax = fig.subplots()
-    for i, (name, runs) in enumerate(curves.items()):
-        epochs = _floats(runs[0].get("epoch"))
-        style = _style(i, len(curves))
-        for group, line in (("flipped", "-"), ("clean", "--")):
-            stats = {stat: [_floats((r.get(group) or {}).get(stat)) for r in runs]
-                     for stat in ("mean", "q25", "q75")}
-            if not all(len(v) == len(epochs) for vs in stats.values() for v in vs) \
-                    or not len(epochs):
+    """A method's per-sample figure over epochs, one panel per method row: flipped (solid)
+    against clean (dashed) training samples, the mean over seeds of each group's mean with
+    the band between its quartiles (25-75 %). `curves` maps a method name to its per-seed
+    series (the record's `noise_summary_epochs[array]`). At most `MAX_PANELS` panels."""
+    shown = list(curves.items())[:MAX_PANELS]
+    if not shown:
+        raise ValueError("per_sample_curves needs at least one method")
+    ncols = min(3, len(shown))
+    nrows = math.ceil(len(shown) / ncols)
+    fig = _figure(4.2 * ncols, 3.2 * nrows + 0.5)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    for ax, (name, runs) in zip(axes.flat, shown):
+        for group, line, color in _GROUPS:
+            band = _per_sample_band(runs, group)
+            if band is None:
                 continue
-            with warnings.catch_warnings():   # an empty group stays NaN
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean, lo, hi = (np.nanmean(stats[k], axis=0) for k in ("mean", "q25", "q75"))
-            ax.plot(epochs, mean, color=style["color"], ls=line, lw=1.5,
-                    label=_text(f"{name}, {group}", 40))
-            ax.fill_between(epochs, lo, hi, color=style["color"], alpha=0.15, lw=0)
-    ax.set(xlabel="epoch", ylabel=f"{array} (mean; band: 25-75 %)")
-    ax.set_title(_text(f"{title}: {array}, flipped against clean", 70), fontsize=10)
-    ax.grid(alpha=0.3)
-    _legend(ax, 2 * len(curves))
+            epochs, mean, lo, hi = band
+            ax.plot(epochs, mean, color=color, ls=line, lw=1.5, label=group)
+            ax.fill_between(epochs, lo, hi, color=color, alpha=0.2, lw=0)
+        seeds = "1 seed" if len(runs) == 1 else f"{len(runs)} seeds"
+        ax.set_title(f"{_text(name, 40)}\n({seeds})", fontsize=8)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(_text(array, 30), fontsize=8)
+    for ax in axes.flat[len(shown):]:
+        ax.axis("off")
+    cut = f" (first {MAX_PANELS} of {len(curves)} methods)" if len(curves) > MAX_PANELS else ""
+    fig.suptitle(_text(f"{title}: {array} over epochs, flipped against clean training samples "
+                       f"(mean; band: 25-75 %){cut}", 90), fontsize=10)
     return _save(fig, path)
 
 

@@ -18,7 +18,11 @@ from .runkey import RunKey
 SCHEMA_VERSION = 1
 KEY_FIELDS = tuple(f.name for f in dataclasses.fields(RunKey))
 # Sections the leaderboard reads as mappings: anything else in a stored file reads as {}.
-_MAPPINGS = ("metrics", "per_class", "dataset", "config")
+_MAPPINGS = ("metrics", "per_class", "dataset", "config", "method", "noise_summary_epochs",
+             "distributions")
+# The same for sections read as lists, and as a mapping or nothing.
+_LISTS = ("weights", "prediction_extras")
+_OPTIONAL_MAPPINGS = ("members", "training_subset")
 
 
 @dataclass
@@ -80,6 +84,12 @@ class RunRecord:
         for name in _MAPPINGS:
             if not isinstance(values.get(name), dict):
                 values[name] = {}
+        for name in _LISTS:
+            if not isinstance(values.get(name), list):
+                values[name] = []
+        for name in _OPTIONAL_MAPPINGS:
+            if not isinstance(values.get(name), dict):
+                values[name] = None
         return cls(**values, key=RunKey(**{f: _key_part(f, key[f]) for f in KEY_FIELDS}),
                    path=path)
 

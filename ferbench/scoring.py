@@ -1,4 +1,4 @@
-"""Turns a finished run's outputs into the result record's figures, the same code for every method."""
+"""Turns a finished run's outputs into the result record's figures, one code for every method."""
 
 from __future__ import annotations
 
@@ -71,6 +71,11 @@ def score_run(view: ProtocolView, res) -> dict:
         m["test_member_disagreement"] = float((votes != votes[:, :1]).any(1).mean())
         out["members"] = {"acc": [float(a) for a in member_acc]}
     for k, v in res.test_extras.items():
+        # A method's extra named like a harness figure would silently replace it in the
+        # leaderboard (an extra "acc" would become test_acc).
+        if f"test_{k}" in m or f"test_{k}" in M.HIGHER_IS_BETTER:
+            raise ConfigError(f"prediction extra {k!r} is stored as test_{k}, a figure the "
+                              f"harness computes itself: give it another name")
         m[f"test_{k}"] = v
     out["prediction_extras"] = sorted(res.test_extras)
     out["per_class"] = {c: a for c, a in zip(classes, cm["per_class_acc"])}
@@ -83,7 +88,7 @@ def score_run(view: ProtocolView, res) -> dict:
         m.update(out.pop("noise_metrics"))
     out["distributions"] = _distribution_figures(view, res)
     for name, fig in out["distributions"].items():
-        m[f"train_{name}_kl"] = fig["kl"][-1]
+        m[f"train_{name}_kl"] = fig["kl"][-1] if fig["kl"] else None
     return out
 
 
@@ -103,31 +108,54 @@ def train_distributions(view: ProtocolView) -> np.ndarray | None:
     return None
 
 
+def _check_distribution(name: str, arr, n: int, k: int, epoch: int) -> bool:
+    """Whether one epoch of the per-sample distribution `name` was built (an epoch that is all
+    NaN was not: NaN keeps a stack aligned with epochs before a method builds anything); a
+    ConfigError naming the array where it is not one distribution over the K classes per
+    training sample."""
+    def refuse(why):
+        return ConfigError(f"method array {name!r} is not a distribution: {why} at epoch "
+                           f"{epoch} (PerSample(..., distribution=True) needs [N_train, K] = "
+                           f"[{n}, {k}], each row non-negative and summing to 1)")
+
+    if arr.shape != (n, k):
+        raise refuse(f"shape {list(arr.shape)}")
+    if arr.size and np.isnan(arr).all():
+        return False
+    if not np.isfinite(arr).all():
+        raise refuse("NaN or infinite values")
+    if (arr < 0).any():
+        raise refuse(f"negative values (min {arr.min():.4g})")
+    sums = arr.sum(1)
+    off = np.flatnonzero(np.abs(sums - 1) > 1e-3)
+    if len(off):
+        raise refuse(f"row {off[0]} sums to {sums[off[0]]:.4g}")
+    return True
+
+
 def _distribution_figures(view: ProtocolView, res) -> dict:
     """Per epoch, KL from the ground truth to each per-sample distribution a method built
-    (and under noise for flipped and clean samples apart)."""
+    (and under noise for flipped and clean samples apart); None for an epoch not built."""
     names = sorted(getattr(res, "distributions", set()) or set())
+    n, k = len(view.train), len(view.classes)
+    built = {name: [_check_distribution(name, arr, n, k, epoch) for epoch, arr in
+                    enumerate(np.asarray(a, dtype=np.float64)
+                              for a in res.per_sample.get(name, []))]
+             for name in names}
     truth = train_distributions(view) if names else None
     if truth is None:
         return {}
-    n, k = len(view.train), len(view.classes)
-    flipped = view.noise.flipped if view.noise is not None else None
+    groups = {"kl": np.ones(n, bool)}
+    if view.noise is not None:
+        groups.update(kl_flipped=view.noise.flipped, kl_clean=~view.noise.flipped)
     out = {}
     for name in names:
-        series = {"epoch": [], "kl": [], "kl_flipped": [], "kl_clean": []}
-        for epoch, arr in enumerate(res.per_sample[name]):
+        series = {"epoch": list(range(len(built[name]))), **{g: [] for g in groups}}
+        for arr, ok in zip(res.per_sample.get(name, []), built[name]):
             arr = np.asarray(arr, dtype=np.float64)
-            if arr.shape != (n, k) or not np.isfinite(arr).all() or (arr < 0).any() \
-                    or np.abs(arr.sum(1) - 1).max() > 1e-3:
-                raise ConfigError(f"method array {name!r} is not a distribution over the "
-                                  f"{k} classes per training sample (epoch {epoch}: shape "
-                                  f"{list(arr.shape)}, rows must be probabilities)")
-            series["epoch"].append(epoch)
-            series["kl"].append(M.kl_to_distribution(truth, arr))
-            for group, mask in (("kl_flipped", flipped),
-                                ("kl_clean", None if flipped is None else ~flipped)):
-                series[group].append(None if mask is None or not mask.any()
-                                     else M.kl_to_distribution(truth[mask], arr[mask]))
+            for group, mask in groups.items():
+                series[group].append(M.kl_to_distribution(truth[mask], arr[mask])
+                                     if ok and mask.any() else None)
         out[name] = series
     return out
 
@@ -153,11 +181,22 @@ def _noise_figures(view: ProtocolView, res) -> dict:
         last = np.asarray(stack[-1])
         if last.ndim == 1 and len(last) == len(flipped):
             summary[name] = M.summarise_by_flip(last, flipped)
-            per_epoch = [M.quartiles_by_flip(np.asarray(a), flipped) for a in stack]
-            epochs[name] = {"epoch": list(range(len(stack))),
-                            **{group: {stat: [e[group][stat] for e in per_epoch]
-                                       for stat in ("mean", "q25", "q50", "q75")}
-                               for group in ("flipped", "clean")},
-                            "n_flipped": int(flipped.sum()), "n_clean": int((~flipped).sum())}
+            epochs[name] = _by_epoch(stack, flipped)
     return {"noise_metrics": nm, "noise_detection": detection, "noise_summary": summary,
             "noise_summary_epochs": epochs}
+
+
+def _by_epoch(stack, flipped) -> dict:
+    """Mean and quartiles of every epoch of a 1-D per-sample array, flipped against clean."""
+    stats = ("mean", "q25", "q50", "q75")
+    series = {"epoch": list(range(len(stack))),
+              **{group: {stat: [] for stat in stats} for group in ("flipped", "clean")},
+              "n_flipped": int(flipped.sum()), "n_clean": int((~flipped).sum())}
+    for arr in stack:
+        arr = np.asarray(arr, dtype=np.float64)
+        fits = arr.shape == flipped.shape
+        one = M.quartiles_by_flip(arr, flipped) if fits else None
+        for group in ("flipped", "clean"):
+            for stat in stats:
+                series[group][stat].append(one[group][stat] if one else None)
+    return series
