@@ -195,9 +195,11 @@ class Engine:
             if isinstance(v, PerSample):
                 arr = v.values.detach().cpu().numpy() if torch.is_tensor(v.values) \
                     else np.asarray(v.values)
-                progress.per_sample.setdefault(k, []).append(arr)
                 if v.distribution:
+                    _check_distribution(arr, len(ctx.train), ctx.num_classes,
+                                        f"{member_name(method, 'on_epoch_end')}[{k!r}]")
                     progress.distributions.add(k)
+                progress.per_sample.setdefault(k, []).append(arr)
             else:
                 row[k] = float(v.detach().float().mean()) if torch.is_tensor(v) else v
         for s in specs:
@@ -374,6 +376,20 @@ class Engine:
             images_per_s=progress.img_count / max(1e-9, progress.train_time),
             resumed_from=self.resumed_from, distributions=set(progress.distributions),
             training_subset=None if subset is None else {"n": len(subset), "of": n})
+
+
+def _check_distribution(arr: np.ndarray, n: int, k: int, where: str) -> None:
+    """A per-sample distribution as it is returned, so a broken one stops the run at once
+    (an epoch not built yet may be all NaN)."""
+    if arr.shape != (n, k):
+        raise PluginError(f"{where}: a distribution must be [N_train={n}, K={k}], got "
+                          f"{list(arr.shape)}")
+    if np.isnan(arr).all():
+        return
+    a = arr.astype(np.float64)
+    if not np.isfinite(a).all() or (a < 0).any() or np.abs(a.sum(1) - 1).max() > 1e-3:
+        raise PluginError(f"{where}: a distribution's rows must be finite, non-negative and "
+                          f"sum to 1")
 
 
 def _per_train_sample(v, n: int, where: str, kind) -> np.ndarray:

@@ -21,6 +21,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .results import write_bytes
 
@@ -244,6 +245,8 @@ def per_sample_curves(path, title: str, array: str, curves: dict) -> Path:
         seeds = "1 seed" if len(runs) == 1 else f"{len(runs)} seeds"
         ax.set_title(f"{_text(name, 40)}\n({seeds})", fontsize=8)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)

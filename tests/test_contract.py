@@ -436,3 +436,21 @@ def test_the_conformance_kit_passes_a_phased_method_that_keeps_its_state(tmp_pat
     report = check_method(Phased, workdir=tmp_path)
     assert report["resumed"] == ["mid-run", "before the end of phase 0",
                                  "after the end of phase 0", "before the end of phase 1"]
+
+
+class BrokenTargets(Toy):
+    def on_epoch_end(self, model, ctx, epoch):
+        from ferbench import PerSample
+
+        return {"targets": PerSample(2 * ctx.train_predictions("none"), distribution=True)}
+
+
+def test_a_broken_distribution_stops_the_run_at_its_epoch_leaving_no_checkpoint(tmp_path,
+                                                                               monkeypatch):
+    from ferbench.errors import PluginError
+
+    install(monkeypatch, broken=BrokenTargets)
+    with pytest.raises(PluginError, match=r"BrokenTargets\.on_epoch_end\['targets'\]: a "
+                                          r"distribution's rows must be"):
+        run(request(tmp_path, "broken", flags={"epochs": 2}))
+    assert not list(tmp_path.rglob("checkpoint.pt"))

@@ -485,3 +485,107 @@ def test_a_method_s_own_figures_get_tables_a_plot_and_its_random_start_a_mark(tm
     assert any(p.name == "synthfer-noise30-lam.png" for p in board["plots"])
     text = board["markdown"].read_text()
     assert "Method per-sample figures on the training set" in text and "Method figures" in text
+
+
+def test_records_without_the_later_fields_give_the_leaderboard_they_always_gave(tmp_path):
+    """A result written before per-epoch summaries, built distributions, members and
+    prediction extras existed: no new table, column or plot; empty new fields change nothing."""
+    old, empty = tmp_path / "old", tmp_path / "empty"
+    for seed in (0, 1):
+        for proto in (protocol(), protocol("noise30", rate=30)):
+            rec = record(proto=proto, seed=seed, metrics={"test_member_acc_mean": 0.7,
+                                                          "test_ensemble_gain": 0.05})
+            rec["weights"] = [{"backbone": "resnet18", "file": None, "init": "random"}]
+            rec["method_results"] = {}
+            save(old / "results", rec)
+            save(empty / "results", {**rec, "noise_summary_epochs": {}, "distributions": {},
+                                     "members": None, "prediction_extras": [],
+                                     "training_subset": None})
+    a = build_leaderboard(old / "results", old / "board")
+    b = build_leaderboard(empty / "results", empty / "board")
+    text = a["markdown"].read_text()
+    assert text == b["markdown"].read_text().replace(escape(empty), escape(old))
+    assert [p.name for p in a["plots"]] == [p.name for p in b["plots"]]
+    assert "Method figures" not in text and "per-sample figures" not in text
+    assert "weights" not in a["tables"]["synthfer"]["runs"].columns
+    ensemble = a["tables"]["synthfer"]["ensemble"]["clean"]
+    assert ensemble.columns == ["member acc (%)", "ensemble gain (%)"]
+
+
+def test_the_weights_column_says_where_each_row_started(tmp_path):
+    def run(method, expected, weights):
+        rec = record(method=method)
+        rec["method"]["weights_expected"] = expected
+        rec["weights"] = weights
+        save(tmp_path, rec)
+
+    random = [{"backbone": "resnet18", "file": None, "init": "random"}]
+    run("scratch", False, random)
+    run("pretrained", True, [{"backbone": "resnet18", "file": "/ckpt/ms1m/resnet18.pth"},
+                             {"module": "text tower", "file": "/ckpt/clip.pt",
+                              "init": "checkpoint"}])
+    run("fallback", True, random + [{"module": "text tower", "file": "/ckpt/clip.pt",
+                                     "init": "checkpoint"}])
+    runs = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]["runs"]
+    assert runs.text("scratch", "weights") == "random"
+    assert runs.text("pretrained", "weights") == "clip.pt, resnet18.pth"
+    assert runs.text("fallback", "weights") == "random (preset expects pretrained)"
+
+
+def test_method_figures_are_bold_only_where_their_direction_is_known(tmp_path):
+    proto = protocol("noise30", rate=30)
+    for method, sim, kl, moved in (("a", 0.4, 0.2, 3), ("b", 0.6, 0.5, 5)):
+        rec = record(proto=proto, method=method,
+                     metrics={"test_similarity": sim, "train_targets_kl": kl})
+        rec["prediction_extras"] = ["similarity"]
+        rec["distributions"] = {"targets": {"epoch": [0], "kl": [kl]}}
+        rec["method_results"] = {"moved": moved, "v1.2": {"gain": 0.5}, "flag": True,
+                                 "names": ["x"], "note": "text"}
+        save(tmp_path, rec)
+    figures = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"][
+        "method_figures"]["noise30"]
+    assert figures.columns == ["test_similarity", "targets: KL to the ground truth", "moved",
+                               "v1.2.gain"]
+    assert figures.cell("b", "v1.2.gain").mean == 0.5
+    assert figures.best("targets: KL to the ground truth") == {"a"}  # lower is better
+    assert figures.best("test_similarity") == set() and figures.best("moved") == set()
+
+
+def test_the_per_sample_plot_has_a_panel_per_row_and_survives_empty_epochs(tmp_path):
+    proto = protocol("noise30", rate=30)
+    for method in ("man", "ldl"):
+        rec = record(proto=proto, method=method)
+        rec["noise_summary_epochs"] = {"in_noisy": {
+            "epoch": [0, 1, 2], "n_flipped": 3, "n_clean": 57,
+            "flipped": {"mean": [None, 0.8, 0.9], "q25": [None, 0.7, 0.8],
+                        "q50": [None, 0.8, 0.9], "q75": [None, 0.9, 1.0]},
+            "clean": {"mean": [None, 0.1, 0.05], "q25": [None, 0.0, 0.0],
+                      "q50": [None, 0.1, 0.0], "q75": [None, 0.2, 0.1]}}}
+        save(tmp_path, rec)
+    board = build_leaderboard(tmp_path)
+    [png] = [p for p in board["plots"] if p.name == "synthfer-noise30-in_noisy.png"]
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    table = board["tables"]["synthfer"]["per_sample"]["noise30"]
+    assert table.cell("man", "in_noisy: flipped median").mean == 0.9
+    assert table.cell("ldl", "in_noisy: clean mean").mean == 0.05
+
+
+def test_the_ensemble_table_shows_the_worst_and_best_member(tmp_path):
+    save(tmp_path, record(method="esr", metrics={
+        "test_member_acc_mean": 0.7, "test_member_acc_min": 0.6, "test_member_acc_max": 0.8,
+        "test_ensemble_gain": 0.05, "test_member_disagreement": 0.3}))
+    ensemble = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]["ensemble"]
+    table = ensemble["clean"]
+    assert table.columns == ["member acc (%)", "worst member (%)", "best member (%)",
+                             "ensemble gain (%)", "disagreement (%)"]
+    assert table.text("esr", "worst member (%)") == "60.00 (n=1)"
+
+
+def test_later_fields_of_the_wrong_type_read_as_empty(tmp_path):
+    rec = record(proto=protocol("noise30", rate=30))
+    rec.update(noise_summary_epochs=["lam"], distributions="targets", members=[0.5],
+               prediction_extras={"x": 1}, weights=None, method="baseline")
+    save(tmp_path, rec)
+    board = build_leaderboard(tmp_path)
+    assert board["n_read"] == 1 and board["skipped"] == []
+    assert board["tables"]["synthfer"]["main"].cell("baseline", "noise30").mean == 0.8

@@ -13,8 +13,8 @@ import pytest
 
 from ferbench.metrics import (
     HIGHER_IS_BETTER, accuracy_by_ambiguity, classification_metrics, higher_is_better,
-    kl_to_distribution, memorisation, noise_detection, rejection_curve, reliability,
-    shared_class_predictions, summarise_by_flip, votes_to_distribution,
+    kl_to_distribution, memorisation, noise_detection, quartiles_by_flip, rejection_curve,
+    reliability, shared_class_predictions, summarise_by_flip, votes_to_distribution,
 )
 
 RESULTS_DOC = Path(__file__).resolve().parents[1] / "docs" / "results.md"
@@ -205,6 +205,18 @@ def test_summarise_by_flip():
     assert summarise_by_flip([1.0, 2.0], [False, False])["flipped_mean"] is None
 
 
+def test_quartiles_by_flip_by_hand_leave_out_values_that_are_not_there():
+    flipped = np.array([True, True, True, True, True, False, False, False])
+    values = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 7.0, np.nan, 9.0])
+    q = quartiles_by_flip(values, flipped)
+    assert q["flipped"] == {"mean": 2.0, "q25": 1.0, "q50": 2.0, "q75": 3.0}
+    assert q["clean"] == {"mean": 8.0, "q25": 7.5, "q50": 8.0, "q75": 8.5}  # NaN left out
+    empty = quartiles_by_flip(np.full(8, np.nan), flipped)["flipped"]
+    assert empty == {"mean": None, "q25": None, "q50": None, "q75": None}
+    with pytest.raises(ValueError):
+        quartiles_by_flip(np.zeros((8, 2)), flipped)
+
+
 def test_shared_class_predictions():
     probs = np.array([[0.2, 0.6, 0.2], [0.5, 0.0, 0.5], [0.0, 0.0, 1.0]])
     sub, shared, test_to_shared = shared_class_predictions(
@@ -239,6 +251,10 @@ def test_lower_is_better_for_errors_divergences_and_memorisation_only():
     # A method's further noise scores are AUROCs too; a key ferbench does not know has none.
     assert higher_is_better("train_noise_auroc_loss") is True
     assert higher_is_better("test_some_method_extra") is None
+    # The KL of a distribution a method built, to the ground truth: lower, like test_kl.
+    assert higher_is_better("train_targets_kl") is False
+    assert higher_is_better("test_member_acc_min") is True
+    assert higher_is_better("test_member_acc_max") is True
 
 
 def test_the_leaderboard_ranks_each_metric_the_way_metrics_says():

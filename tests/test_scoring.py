@@ -64,7 +64,7 @@ def test_a_distribution_that_is_not_one_is_one_line_naming_the_array(view):
 
 
 def test_each_member_s_accuracy_is_stored(view):
-    n, k = len(view.test), len(view.classes)
+    k = len(view.classes)
     right = np.eye(k)[view.test_labels]
     wrong = np.eye(k)[(view.test_labels + 1) % k]
     scores = score_run(view, result(view, members=np.stack([right, wrong, right], 1)))
