@@ -18,7 +18,7 @@ from .data.augment import apply_view
 from .errors import DataError, PluginError
 from .evaluation import Evaluator
 from .method import (Method, OptimizerSpec, PerSample, Phase, check_training_indices,
-                     member_name)
+                     distribution_problem, member_name)
 from .optim import default_optimizer
 from .progress import console, progress_bar
 
@@ -384,12 +384,10 @@ def _check_distribution(arr: np.ndarray, n: int, k: int, where: str) -> None:
     if arr.shape != (n, k):
         raise PluginError(f"{where}: a distribution must be [N_train={n}, K={k}], got "
                           f"{list(arr.shape)}")
-    if np.isnan(arr).all():
-        return
-    a = arr.astype(np.float64)
-    if not np.isfinite(a).all() or (a < 0).any() or np.abs(a.sum(1) - 1).max() > 1e-3:
+    why = distribution_problem(arr, n, k)
+    if why is not None:
         raise PluginError(f"{where}: a distribution's rows must be finite, non-negative and "
-                          f"sum to 1")
+                          f"sum to 1 ({why})")
 
 
 def _per_train_sample(v, n: int, where: str, kind) -> np.ndarray:

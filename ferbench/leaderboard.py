@@ -430,8 +430,8 @@ def _load(results_dir: Path):
     for data in found:
         try:
             r = RunRecord.from_json(data, data["_path"])
-        except DataError:
-            skipped.append((data["_path"], "record lacks key fields or protocol"))
+        except DataError as e:
+            skipped.append((data["_path"], e.problem))
             continue
         ident = json.dumps([r.key.as_dict(), r.protocol.get("params"), _noise(r.protocol)],
                            sort_keys=True, default=str)

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -298,6 +299,24 @@ def capped_per_class(labels, cap: int, seed: int = 0) -> torch.Tensor:
         idx = torch.nonzero(labels == c).flatten()
         kept.append(idx[torch.randperm(len(idx), generator=gen)[:cap]])
     return torch.sort(torch.cat(kept)).values if kept else torch.zeros(0, dtype=torch.long)
+
+
+def distribution_problem(arr, n: int, k: int) -> str | None:
+    """Why `arr` is not one distribution over K classes per training sample ([N, K], rows
+    non-negative and summing to 1 within 1e-3), or None. An array that is all NaN is none:
+    an epoch before the method built anything (NaN keeps a stack aligned with epochs)."""
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.shape != (n, k):
+        return f"shape {list(arr.shape)}"
+    if arr.size and np.isnan(arr).all():
+        return None
+    if not np.isfinite(arr).all():
+        return "NaN or infinite values"
+    if (arr < 0).any():
+        return f"negative values (min {arr.min():.4g})"
+    sums = arr.sum(1)
+    off = np.flatnonzero(np.abs(sums - 1) > 1e-3)
+    return f"row {off[0]} sums to {sums[off[0]]:.4g}" if len(off) else None
 
 
 def check_training_indices(indices, n: int, method) -> torch.Tensor:

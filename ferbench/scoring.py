@@ -7,6 +7,7 @@ import numpy as np
 from . import metrics as M
 from .errors import ConfigError
 from .labels import CLASSES
+from .method import distribution_problem
 from .protocols import ProtocolView
 
 
@@ -110,27 +111,14 @@ def train_distributions(view: ProtocolView) -> np.ndarray | None:
 
 def _check_distribution(name: str, arr, n: int, k: int, epoch: int) -> bool:
     """Whether one epoch of the per-sample distribution `name` was built (an epoch that is all
-    NaN was not: NaN keeps a stack aligned with epochs before a method builds anything); a
-    ConfigError naming the array where it is not one distribution over the K classes per
-    training sample."""
-    def refuse(why):
-        return ConfigError(f"method array {name!r} is not a distribution: {why} at epoch "
-                           f"{epoch} (PerSample(..., distribution=True) needs [N_train, K] = "
-                           f"[{n}, {k}], each row non-negative and summing to 1)")
-
-    if arr.shape != (n, k):
-        raise refuse(f"shape {list(arr.shape)}")
-    if arr.size and np.isnan(arr).all():
-        return False
-    if not np.isfinite(arr).all():
-        raise refuse("NaN or infinite values")
-    if (arr < 0).any():
-        raise refuse(f"negative values (min {arr.min():.4g})")
-    sums = arr.sum(1)
-    off = np.flatnonzero(np.abs(sums - 1) > 1e-3)
-    if len(off):
-        raise refuse(f"row {off[0]} sums to {sums[off[0]]:.4g}")
-    return True
+    NaN was not); a ConfigError naming the array where it is not one distribution over the
+    K classes per training sample."""
+    why = distribution_problem(arr, n, k)
+    if why is not None:
+        raise ConfigError(f"method array {name!r} is not a distribution: {why} at epoch "
+                          f"{epoch} (PerSample(..., distribution=True) needs [N_train, K] = "
+                          f"[{n}, {k}], each row non-negative and summing to 1)")
+    return not np.isnan(arr).all()
 
 
 def _distribution_figures(view: ProtocolView, res) -> dict:
