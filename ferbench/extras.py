@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import re
 import zipfile
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, DataError, missing_file
+from .runkey import file_digest
 
 KINDS = {"image": "image-derived", "label": "label-carrying"}
 # A file a model made from the faces (pseudo valence-arousal, features) is image-derived;
@@ -109,7 +109,7 @@ def read_extras(specs: list[ExtraSpec], ds) -> list[UserExtra]:
     for s in specs:
         read = _read_csv if s.path.suffix.lower() == ".csv" else _read_npz
         values = read(s.path, index, _Ids(ds, train))
-        out.append(UserExtra(s, values, _sha256(s.path)))
+        out.append(UserExtra(s, values, file_digest(s.path)))
     return out
 
 
@@ -255,11 +255,3 @@ def _read_npz(path: Path, index: dict, ids: _Ids) -> np.ndarray:
     out = np.empty(values.shape, np.float32 if values.dtype.kind == "f" else values.dtype)
     out[order] = values
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]

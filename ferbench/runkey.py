@@ -62,6 +62,16 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
+def file_digest(path) -> str:
+    """The first 16 hex digits of a file's sha256: how a run names the files it read (a
+    user's extras, a noise file, weights) by content, not by where they lie."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 def protocol_folder(view) -> str:
     """The protocol part of the key: the id, plus a suffix per parameter that changes the
     training or test set without changing the id (noise seed, validation share, dedup)."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 
 import torch
 
 from .errors import DataError, missing_file
+from .runkey import file_digest
 
 _WRAPPERS = ("state_dict", "model", "model_state_dict", "net", "network", "weights")
 _PREFIXES = ("module.", "backbone.", "model.", "encoder.", "base.")
@@ -95,15 +95,6 @@ def _classifier_prefix(model) -> str | None:
     if isinstance(name, (list, tuple)):
         name = name[0]
     return f"{name}." if name else None
-
-
-def file_digest(path: str | Path) -> str:
-    """The first 16 hex digits of the file's sha256: which weights a run started from."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def load_partial(module: torch.nn.Module, path: str | Path, strip_prefixes=(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from ..datasets.base import Dataset
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
 from ..labels import CLASSES, shared_classes
+from ..runkey import file_digest
 from .base import Protocol, to_run_labels
 from .noise import generate_noise, noise_document, read_noise_file, with_noisy_labels
 
@@ -69,8 +69,7 @@ class NoiseFile(Protocol):
         noisy = read_noise_file(path, ds, view)
         doc = noise_document(view.id, view.train, view.classes, view.clean_train_labels, noisy,
                              {"source": "file", "file": path.name})
-        with open(path, "rb") as f:
-            doc["file_sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
+        doc["file_sha256"] = file_digest(path)
         return with_noisy_labels(view, "file", noisy, doc)
 
 
