@@ -28,6 +28,9 @@ class SplitData:
     labels: torch.Tensor | None          # None where the method may not see labels
     extras: dict[str, torch.Tensor]
     cache: np.ndarray                    # uint8 [N, S, S, C], memory-mapped
+    # Label-carrying extras the dataset has but the protocol withholds (votes under noise):
+    # a method asked to use one says so in one line instead of "not found".
+    withheld: tuple[str, ...] = ()
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     generator: torch.Generator | None = field(repr=False, default=None)  # the run's, shared
     _feeder: ImageFeeder | None = field(repr=False, default=None)
@@ -51,10 +54,11 @@ class SplitData:
 
 
 def make_batch(data: SplitData, idx: torch.Tensor, views, augment, device,
-               companions=None) -> dict:
+               companions=None, companion_views=None) -> dict:
     """One batch as a method receives it: `index`, `views` (name → tensor), the visible
     `label` where the split has labels, permitted `extras`, and with `companions`
-    (LongTensor [B, C] of other samples) their `index`, `views` and `label`.
+    (LongTensor [B, C] of other samples) their `index`, `views` (`companion_views`, or
+    the main images' views) and `label`.
 
     `augment(view, raw)` turns the split's uint8 images into one view's tensor.
     """
@@ -70,7 +74,7 @@ def make_batch(data: SplitData, idx: torch.Tensor, views, augment, device,
         batch["companions"] = {
             "index": companions.to(device),
             "views": ViewBatch({_vname(v): _unflatten(augment(v, craw), companions.shape)
-                                for v in views}),
+                                for v in (companion_views or views)}),
             "label": data.labels[flat].reshape(companions.shape).to(device)}
     return batch
 
@@ -87,7 +91,8 @@ class RunContext:
     """
 
     def __init__(self, *, classes, image_size, device, precision, train, val, epochs,
-                 batch_size, generator, create_backbone, protocol=None, weights_log=None):
+                 batch_size, generator, create_backbone, protocol=None, weights_log=None,
+                 run_key=None):
         self.classes = tuple(classes)
         self.class_names = self.classes
         self.num_classes = len(self.classes)
@@ -105,6 +110,10 @@ class RunContext:
         # The protocol's public side: never which labels were flipped.
         self.protocol: ProtocolInfo = protocol or ProtocolInfo("clean", "clean")
         self.training_indices: torch.Tensor | None = None  # a method's fixed subset, if any
+        # The run's key (dataset, protocol folder, method, seed, config hash), or None outside
+        # a stored run: a method that loads a ferbench weights file for something other than
+        # its own model (an auxiliary embedding) compares it with the key the file carries.
+        self.run_key = run_key
         self._weights_log = weights_log if weights_log is not None else []
         self._predictor = None
         self.epoch = 0
@@ -148,16 +157,19 @@ class RunContext:
         return self._create_backbone(name, num_classes, weights, ignore_keys, **kwargs)
 
     def load_weights(self, module: torch.nn.Module, path, name: str | None = None,
-                     strip_prefixes=(), matching_only: bool = False) -> dict:
+                     strip_prefixes=(), matching_only: bool = False,
+                     only_prefixed: bool = False) -> dict:
         """Load a local checkpoint into any module (an open_clip tower, a part of a model)
         and record it in the result's `weights`: file, hash, tensors loaded and those left
         random. `path` None records that `name` starts from random weights. See
-        `ferbench.weights.load_partial` for `strip_prefixes` and `matching_only`."""
+        `ferbench.weights.load_partial` for `strip_prefixes`, `matching_only` and
+        `only_prefixed`."""
         name = name or type(module).__name__
         if path is None:
             entry = {"module": name, "file": None, "init": "random"}
         else:
-            entry = {"module": name, **load_partial(module, path, strip_prefixes, matching_only)}
+            entry = {"module": name, **load_partial(module, path, strip_prefixes, matching_only,
+                                                           only_prefixed)}
         self._weights_log.append(entry)
         return entry
 
@@ -217,26 +229,28 @@ def load_split(name: str, samples, labels, *, mode: str, size: int, withhold: bo
     """One split through the decoded cache, with its numeric extras; `withhold` leaves the
     label-carrying ones out (a noise protocol's rule)."""
     cache = load_cached(samples, size, mode, show_progress=show_progress).images
-    extras = {}
+    extras, withheld = {}, []
     for k, v in samples.extras.items():
         if withhold and k in samples.label_extras:
+            withheld.append(k)
             continue
         arr = np.asarray(v)
         if arr.dtype.kind in "fiub":
             extras[k] = torch.from_numpy(np.ascontiguousarray(arr))
     lab = torch.from_numpy(np.asarray(labels, dtype=np.int64)) if labels is not None else None
-    return SplitData(name, samples.ids, lab, extras, cache, device, generator)
+    return SplitData(name, samples.ids, lab, extras, cache, tuple(sorted(withheld)), device,
+                     generator)
 
 
 def build_context(view, config, *, mode: str, device: torch.device, precision: str,
-                  show_progress: bool | None = None, whole_model: bool = False):
+                  show_progress: bool | None = None, whole_model: bool = False, run_key=None):
     """The context a method sees for one run on a protocol view, the test split for the engine
     (with its labels: the engine scores it, the method never sees it), and the list that each
     backbone the method creates records its weights in.
 
     `config` is the method's Config; `mode` the cache's colour mode ("L" or "RGB");
     `whole_model`: a ferbench weights.pt will be loaded into the whole model, so backbones
-    start from random weights here.
+    start from random weights here. `run_key`: the stored run's key, for `ctx.run_key`.
     """
     import timm
 
@@ -279,7 +293,7 @@ def build_context(view, config, *, mode: str, device: torch.device, precision: s
                      create_backbone=create_backbone,
                      protocol=ProtocolInfo(view.id, view.family,
                                            None if rate is None else float(rate) / 100),
-                     weights_log=weights_info)
+                     weights_log=weights_info, run_key=run_key)
     return ctx, test, weights_info
 
 

@@ -279,7 +279,8 @@ class Engine:
         def make(idx):
             # A method may give no companions for a batch (a config that switches them off).
             return make_batch(ctx.train, idx, views, lambda v, raw: self._view(v, raw, data_gen),
-                              ctx.device, companions(idx) if companions is not None else None)
+                              ctx.device, companions(idx) if companions is not None else None,
+                              method.companion_views)
 
         losses, pending, t0, seen = [], [], time.time(), 0
         read_every = loss_read_interval(ctx.device)

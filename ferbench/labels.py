@@ -48,3 +48,26 @@ def indices(names) -> list[int]:
 def shared_classes(a, b) -> tuple[str, ...]:
     """Classes in both label spaces, in canonical order."""
     return tuple(c for c in CLASSES if c in a and c in b)
+
+
+def extra_distributions(name: str, values, classes):
+    """A label-carrying extra as one distribution over `classes` per sample, float64 [N, K]:
+    FERPlus `votes` ([N, 10] or [N, 8] in canonical column order, unknown and NF dropped)
+    or an array already over the run's classes ([N, K], synthfer's `distribution`), rows
+    normalised. A row with no mass on the run's classes is NaN. ValueError on another shape.
+    """
+    import numpy as np
+
+    from .metrics import votes_to_distribution
+
+    arr = np.asarray(values.cpu() if hasattr(values, "cpu") else values, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"{name!r} is {list(arr.shape)}, not one row of class scores per sample")
+    if name == "votes" and arr.shape[1] in (8, 10):
+        return votes_to_distribution(arr, indices(classes))
+    if arr.shape[1] != len(classes):
+        raise ValueError(f"{name!r} has {arr.shape[1]} columns, the run has {len(classes)} "
+                         f"classes")
+    total = arr.sum(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, arr / np.where(total > 0, total, 1.0), np.nan)

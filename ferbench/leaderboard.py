@@ -325,12 +325,26 @@ def _tables(b: _Board) -> dict:
                 metrics = _per_sample_columns([r for r in b.records if b.col(r) == col])
             elif name == "method_figures":
                 metrics = _figure_columns([r for r in b.records if b.col(r) == col])
+            elif name == "noise":
+                metrics = _noise_columns([r for r in b.records if b.col(r) == col])
             if metrics and (table := _per_protocol(b, [col], f"{heading}: {label}", metrics)):
                 t[name][label] = table
     size = [("params", "params", metric_spec("params", kind="size")),
             ("FLOPs / image", "flops_per_image", metric_spec("flops_per_image", kind="size"))]
     t["size"] = _per_protocol(b, list(b.columns), "Model size (parameters, FLOPs per image)", size)
     return t
+
+
+def _noise_columns(recs) -> list:
+    """NOISE, with the name of the score each row's headline figures come from (a method's
+    first `noise_scores`) and the AUROC of each further score a method returns (the floors
+    beside its headline: `1-p(y)`, a kNN vote)."""
+    others = dict.fromkeys(k[len("train_noise_auroc_"):] for r in recs for k in r.metrics
+                           if k.startswith("train_noise_auroc_"))
+    headline = ("score", lambda r: next(iter(r.noise_detection or {}), None), TEXT)
+    return ([NOISE[0], headline, *NOISE[1:]]
+            + [(f"AUROC of {n} (%)", f"train_noise_auroc_{n}",
+                metric_spec("train_noise_auroc")) for n in others])
 
 
 def _per_sample_columns(recs) -> list:

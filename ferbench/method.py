@@ -182,6 +182,11 @@ class Method:
     def views(self) -> list:
         return list(getattr(self.config, "views", ["weak"]))
 
+    # The views the companions of `batch_companions` arrive in, where they differ from the
+    # main images' (LDLVA's official code does not erase its neighbours); None: `views`.
+    # Name them in the method's config, so the run key covers them.
+    companion_views = None
+
     # ---- required --------------------------------------------------------
     def build(self, ctx) -> nn.Module:
         """The model, built once before training (backbones through `ctx.create_backbone`,

@@ -141,7 +141,7 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
         ctx, test, weights_info = build_context(pv, mcfg, mode=mode, device=device,
                                                 precision=precision,
                                                 show_progress=req.show_progress,
-                                                whole_model=whole_model)
+                                                whole_model=whole_model, run_key=key)
         noise_file = write_noise(out, ds.name, pv)  # after the images decoded: nothing half-written
         stem = key.stem(out)
         run_dir = stem.parent / f"{stem.name}.run"

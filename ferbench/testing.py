@@ -130,7 +130,7 @@ def check_method(method, steps: int = 30, overrides=(), workdir: str | Path | No
                 f"{name}.batch_companions returned positions outside 0..{n - 1}"
         batch = make_batch(ctx.train, idx, m.views,
                            lambda v, raw: apply_view("none", raw, ctx.generator), ctx.device,
-                           comp)
+                           comp, m.companion_views)
         specs = m.configure_optimizers(model, ctx)
         params = [p for p in model.parameters() if p.requires_grad]
         opts = [s.optimizer for s in specs] if specs else [torch.optim.Adam(params, lr=1e-3)]

@@ -20,9 +20,13 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | N
     if not path.is_file():
         raise missing_file(path, "weights file")
     try:
-        with warnings.catch_warnings():  # torch's pickle-protocol warnings: the error says it
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        if _is_torchscript(path):
+            # OpenAI's released CLIP files are TorchScript archives: their tensors, not code.
+            obj = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        else:
+            with warnings.catch_warnings():  # torch's pickle-protocol warnings: the error says it
+                warnings.simplefilter("ignore")
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         # torch's own text runs to paragraphs of advice; its first sentence is the reason.
         detail = (str(e).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")
@@ -40,6 +44,18 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | N
         raise DataError(path, "not a checkpoint: expected a state dict of tensors (optionally "
                               "under 'state_dict' or 'model')")
     return obj, run_key
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A zip archive holding TorchScript code (`code/` and `constants.pkl`)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    return any(n.split("/", 1)[-1] == "constants.pkl" for n in names) and \
+        any("/code/" in f"/{n}" for n in names)
 
 
 def _strip(key: str) -> str:
@@ -98,12 +114,13 @@ def _classifier_prefix(model) -> str | None:
 
 
 def load_partial(module: torch.nn.Module, path: str | Path, strip_prefixes=(),
-                 matching_only: bool = False) -> dict:
+                 matching_only: bool = False, only_prefixed: bool = False) -> dict:
     """Load a local checkpoint (`weights_only=True`) into any module, not only a timm model.
 
     `strip_prefixes` are removed from the checkpoint's keys first (e.g. "module.",
-    "visual."); keys that still do not start with one of them are kept as they are. With
-    `matching_only`, only tensors whose name and shape match are loaded and the rest of
+    "visual."); keys that do not start with one of them are kept as they are, or, with
+    `only_prefixed`, left out (the image tower of a whole CLIP file, whose text tower has
+    keys of the same names without the prefix). With `matching_only`, only tensors whose name and shape match are loaded and the rest of
     the module stays at its random initialisation; without it, any missing, unexpected
     or misshapen key is a DataError naming the file and the first such key. Returns
     what the result records: file, sha256, how many tensors were loaded, which were left
@@ -113,11 +130,10 @@ def load_partial(module: torch.nn.Module, path: str | Path, strip_prefixes=(),
     prefixes = tuple(strip_prefixes)
     renamed = {}
     for k, v in state.items():
-        for p in prefixes:
-            if k.startswith(p):
-                k = k[len(p):]
-                break
-        renamed[k] = v
+        p = next((p for p in prefixes if k.startswith(p)), None)
+        if p is None and only_prefixed:
+            continue
+        renamed[k[len(p):] if p else k] = v
     own = module.state_dict()
     fits = {k: v for k, v in renamed.items() if k in own and own[k].shape == v.shape}
     random = [k for k in own if k not in fits and not k.endswith("num_batches_tracked")]

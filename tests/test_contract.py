@@ -270,6 +270,43 @@ def test_a_checkpoint_that_does_not_fit_is_one_line_naming_the_file(tmp_path):
     assert str(e.value).startswith(f"{path}: does not fit Tower (")
 
 
+def test_the_image_tower_of_a_whole_clip_file_loads_by_its_prefix(tmp_path):
+    """A whole CLIP file holds `visual.proj.weight` and a text tower's `proj.weight` of
+    another shape: `only_prefixed` takes the image tower's tensors and nothing else."""
+    from ferbench.weights import load_partial
+
+    tower = Tower()
+    whole = {f"visual.{k}": torch.full_like(v, 0.5) for k, v in tower.state_dict().items()}
+    whole["proj.weight"] = torch.zeros(16, 16)            # the text tower's, same name
+    path = tmp_path / "clip.pt"
+    torch.save(whole, path)
+    with pytest.raises(DataError):
+        load_partial(Tower(), path, strip_prefixes=("visual.",))
+    loaded = Tower()
+    entry = load_partial(loaded, path, strip_prefixes=("visual.",), only_prefixed=True)
+    assert entry["loaded"] == 4 and entry["init"] == "checkpoint"
+    assert all(bool((v == 0.5).all()) for v in loaded.state_dict().values())
+
+
+def test_a_torchscript_archive_is_read_as_its_tensors(tmp_path):
+    """OpenAI's released CLIP files are TorchScript archives: their tensors load like a
+    state dict's."""
+    from ferbench.weights import load_partial
+
+    class Callable(Tower):
+        def forward(self, x):
+            return self.extra(self.proj(x))
+
+    tower = Callable()
+    path = tmp_path / "scripted.pt"
+    torch.jit.script(tower).save(str(path))
+    fresh = Tower()
+    entry = load_partial(fresh, path)
+    assert entry["loaded"] == 4
+    for k, v in tower.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v)
+
+
 def test_a_frozen_module_called_in_build_works_under_bf16(tmp_path, monkeypatch):
     LoadsTower.tower_file = None
     install(monkeypatch, tower=LoadsTower)

@@ -225,6 +225,27 @@ def test_noise_tables_only_for_noise_protocols(tmp_path):
     assert t["ambiguity"] == {}   # no votes in these records
 
 
+def test_the_noise_table_names_each_row_s_headline_score_and_shows_its_floors(tmp_path):
+    """A method returning several noise scores (LDLVA: 1 − λ, then 1 − p(y) and a kNN vote)
+    has its headline named, and the AUROC of each further score in a column of its own."""
+    noisy = protocol("noise30", rate=30)
+    ldl = record(proto=noisy, method="ldlva",
+                 metrics={"train_noise_auroc": 0.7, "train_noise_auroc_1-p(y)": 0.8,
+                          "train_noise_auroc_knn-disagree": 0.6})
+    ldl["noise_detection"] = {"1-lambda": {}, "1-p(y)": {}, "knn-disagree": {}}
+    save(tmp_path, ldl)
+    base = record(proto=noisy)
+    base["noise_detection"] = {"score": {}}
+    save(tmp_path, base)
+    noise = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]["noise"]["noise30"]
+    assert noise.text("ldlva", "score") == "1-lambda"
+    assert noise.text("baseline", "score") == "score"
+    assert noise.cell("ldlva", "AUROC (%)").mean == pytest.approx(0.7)
+    assert noise.cell("ldlva", "AUROC of 1-p(y) (%)").mean == pytest.approx(0.8)
+    assert noise.cell("ldlva", "AUROC of knn-disagree (%)").mean == pytest.approx(0.6)
+    assert noise.cell("baseline", "AUROC of 1-p(y) (%)") is None
+
+
 def test_per_class_ambiguity_and_size_tables(tmp_path):
     save(tmp_path, record(per_class={"neutral": 0.9, "happy": 0.5, "sad": None},
                           metrics={"test_kl": 0.4, "test_acc_low_ambiguity": 0.9}))

@@ -7,13 +7,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..method import Method, MethodConfig, Prediction
 from ..nn import normalize
 
 
 @dataclass
 class BaselineConfig(MethodConfig):
-    pass
+    # A label-carrying extra to train on instead of the labels: cross-entropy to its
+    # normalised distribution (`votes`: the FERPlus paper's "crossentropy" scheme). The fair
+    # reference for a method that learns from the same soft labels; only where the protocol
+    # lets the method see them (clean), since noise protocols withhold them.
+    soft_target: str | None = None
 
 
 class Baseline(Method):
@@ -38,11 +43,16 @@ class Baseline(Method):
     preset_sources = {"quick": "ferbench", "paper": "ferbench", "fast": "ferbench"}
 
     def build(self, ctx):
+        self._targets = (soft_targets(ctx, self.config.soft_target)
+                         if self.config.soft_target else None)
         return ctx.create_backbone()
 
     def training_step(self, model, batch, ctx):
         # Its one view is whichever the config names (`views=[strong]`, `views=[none]`).
         logits = model(normalize(next(iter(batch["views"].values()))))
+        if self._targets is not None:
+            target = self._targets[batch["index"]]
+            return -(target * F.log_softmax(logits.float(), 1)).sum(1).mean()
         return F.cross_entropy(logits.float(), batch["label"],
                                label_smoothing=self.config.label_smoothing)
 
@@ -54,3 +64,26 @@ class Baseline(Method):
         probs = ctx.train_predictions("none")
         p = probs[torch.arange(len(probs)), ctx.train.labels.cpu()]
         return -torch.log(p.clamp_min(1e-12))
+
+
+def soft_targets(ctx, name: str) -> torch.Tensor:
+    """The training set's distributions from the label-carrying extra `name`, [N, K] on the
+    device; a face without any (no vote for the run's classes) keeps its one-hot label."""
+    from ..labels import extra_distributions
+
+    train = ctx.train
+    if name in train.withheld:
+        raise ConfigError(f"soft_target={name}: the protocol {ctx.protocol.id} withholds the "
+                          f"label-carrying extra {name!r} from methods (it was annotated with "
+                          f"the labels it would reveal); use it under clean")
+    if name not in train.extras:
+        raise ConfigError(f"soft_target={name}: the training set has no extra {name!r} "
+                          f"(it has: {', '.join(sorted(train.extras)) or 'none'})")
+    try:
+        dist = torch.as_tensor(extra_distributions(name, train.extras[name], ctx.classes),
+                               dtype=torch.float32)
+    except ValueError as e:
+        raise ConfigError(f"soft_target={name}: {e}") from None
+    onehot = F.one_hot(train.labels, ctx.num_classes).float()
+    missing = torch.isnan(dist).any(1, keepdim=True)
+    return torch.where(missing, onehot, dist).to(ctx.device)
