@@ -86,9 +86,13 @@ def protocol_folder(view) -> str:
     return view.id + (("+" + "+".join(parts)) if parts else "")
 
 
-def hashed_config(resolved: dict, view) -> dict:
-    """The part of a resolved run config that the config hash covers."""
+def hashed_config(resolved: dict, view, added: dict | None = None) -> dict:
+    """The part of a resolved run config that the config hash covers. `added`: method keys
+    a config gained later, with the defaults at which they stay out of the hash."""
     hashed = {k: resolved[k] for k in HASHED_SECTIONS}
+    if added:
+        hashed["method"] = {k: v for k, v in resolved["method"].items()
+                            if k not in added or v != added[k]}
     hashed["engine"] = {k: v for k, v in resolved["engine"].items()
                         if k not in UNHASHED_ENGINE_KEYS}
     hashed["protocol"] = {k: v for k, v in resolved["protocol"].items() if k in HASHED_OPTIONS}
@@ -101,10 +105,11 @@ def hashed_config(resolved: dict, view) -> dict:
     return hashed
 
 
-def run_key(dataset: str, view, method: str, seed: int, resolved: dict) -> RunKey:
+def run_key(dataset: str, view, method: str, seed: int, resolved: dict,
+            added: dict | None = None) -> RunKey:
     """The key of one run of `method` on `view` with the resolved config."""
     return RunKey(dataset, protocol_folder(view), method, seed,
-                  config_hash(hashed_config(resolved, view)))
+                  config_hash(hashed_config(resolved, view, added)))
 
 
 def protocol_identity(protocol: dict) -> tuple[str, str]:

@@ -11,6 +11,7 @@ import torch
 from .claims import claimed, removed_if_left_empty
 from .checkpoint import trainable_state
 from .config import as_dict, compose_run, to_method_config
+from .config.settings import added_at_default
 from .context import build_context
 from .data.augment import resolve_view
 from .device import describe, resolve_channels_last, resolve_device, resolve_precision
@@ -112,7 +113,7 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
         # run keeps the hash it always had.
         resolved["data"]["extras"] = {name: {"hash": e["hash"], "kind": e["kind"]}
                                       for name, e in pv.record["extras"].items()}
-    key = run_key(ds.name, pv, name, seed, resolved)
+    key = run_key(ds.name, pv, name, seed, resolved, added_at_default(cls.Config))
     result_path = key.result_path(out)
     label = f"{tag} {name} · {key.protocol} · seed {seed} · {ds.name}"
     if result_path.exists() and not req.force:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import write_image
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -73,7 +75,6 @@ def test_the_readme_dataset_plugin_example_reads_checks_and_trains(tmp_path, mon
     """Install the README's `ferbench-csvfaces` as written; audit, train, and refuse a bad row."""
     from click.testing import CliRunner
 
-    from conftest import write_image
     from ferbench.cli import cli
 
     code = next(b for b in _blocks("python") if "class CsvFaces(DatasetAdapter)" in b)

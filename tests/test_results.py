@@ -45,6 +45,26 @@ def test_config_hash_does_not_depend_on_key_order():
     assert config_hash(a) != config_hash({**a, "method": {**a["method"], "views": ["strong"]}})
 
 
+def test_a_key_a_config_gained_later_keeps_stored_runs_keys_at_its_default():
+    """The baseline's `soft_target` came after runs were stored: at its default (None) the
+    hash is the one those runs have; set, it is another run."""
+    from types import SimpleNamespace
+
+    from ferbench.config.settings import added_at_default
+    from ferbench.methods.baseline import BaselineConfig
+    from ferbench.runkey import run_key
+
+    view = SimpleNamespace(id="noise30", noise=None, params={}, record={})
+    added = added_at_default(BaselineConfig)
+    assert added == {"soft_target": None}
+    before = {"method": {"lr": 0.1}, "data": {}, "engine": {}, "protocol": {}}
+    key = run_key("synthfer", view, "baseline", 0, before)
+    at_default = {**before, "method": {"lr": 0.1, "soft_target": None}}
+    assert run_key("synthfer", view, "baseline", 0, at_default, added) == key
+    on_votes = {**before, "method": {"lr": 0.1, "soft_target": "votes"}}
+    assert run_key("synthfer", view, "baseline", 0, on_votes, added) != key
+
+
 def test_write_json_is_atomic_and_leaves_no_temporary_files(tmp_path):
     path = tmp_path / "a" / "b" / "seed0.json"
     write_json(path, {"schema": 1, "x": np.float32(0.5), "arr": np.arange(3), "p": tmp_path})

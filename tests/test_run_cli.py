@@ -14,6 +14,7 @@ import pytest
 import timm
 import torch
 from click.testing import CliRunner
+from conftest import write_image
 
 from ferbench.cli import cli
 
@@ -420,8 +421,6 @@ def test_a_data_folder_is_one_run_however_it_is_spelled(tmp_path, monkeypatch):
 # --- cross-dataset: the target's faces against the source's ------------------------------
 
 def _faces(root, split, classes, first_seed, n=3):
-    from conftest import write_image
-
     for c in classes:
         for i in range(n):
             write_image(root / split / c / f"{c}{i}.png", first_seed + 10 * i + len(c), size=24)

@@ -15,9 +15,15 @@ from ..errors import ConfigError
 
 
 def setting(default: Any = dataclasses.MISSING, *, choices: tuple | None = None,
-            low: float | None = None, high: float | None = None, default_factory=None):
-    """A dataclass field with its allowed values recorded for `check_settings`."""
-    meta = {"choices": tuple(choices) if choices else None, "low": low, "high": high}
+            low: float | None = None, high: float | None = None, default_factory=None,
+            added: bool = False):
+    """A dataclass field with its allowed values recorded for `check_settings`.
+
+    `added`: a key a config gained after runs of it were stored, whose default does what
+    those runs did; at that default it stays out of the run's hash (`added_at_default`), so
+    the stored runs keep their keys and are still found, skipped and grouped."""
+    meta = {"choices": tuple(choices) if choices else None, "low": low, "high": high,
+            "added": added}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -42,6 +48,12 @@ def check_settings(config, prefix: str = "", cls=None) -> None:
         if (low is not None and value < low) or (high is not None and value > high):
             bound = f">= {low}" if high is None else f"in [{low}, {high}]"
             raise ConfigError(f"{name}={value!r}: must be {bound}")
+
+
+def added_at_default(cls) -> dict[str, Any]:
+    """The keys `cls` declares `added`, with their defaults."""
+    return {f.name: f.default for f in dataclasses.fields(cls)
+            if f.metadata.get("added") and f.default is not dataclasses.MISSING}
 
 
 def choices_of(cls, key: str) -> tuple:

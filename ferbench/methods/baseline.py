@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..config.settings import setting
 from ..method import Method, MethodConfig, Prediction
 from ..nn import normalize
 
@@ -18,7 +19,7 @@ class BaselineConfig(MethodConfig):
     # normalised distribution (`votes`: the FERPlus paper's "crossentropy" scheme). The fair
     # reference for a method that learns from the same soft labels; only where the protocol
     # lets the method see them (clean), since noise protocols withhold them.
-    soft_target: str | None = None
+    soft_target: str | None = setting(None, added=True)
 
 
 class Baseline(Method):
@@ -63,7 +64,7 @@ class Baseline(Method):
         """The small-loss criterion: cross-entropy of each training sample under its given label."""
         probs = ctx.train_predictions("none")
         p = probs[torch.arange(len(probs)), ctx.train.labels.cpu()]
-        return -torch.log(p.clamp_min(1e-12))
+        return {"loss": -torch.log(p.clamp_min(1e-12))}
 
 
 def soft_targets(ctx, name: str) -> torch.Tensor:

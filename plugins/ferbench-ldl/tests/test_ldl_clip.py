@@ -12,6 +12,7 @@ from ferbench_ldl.spaces import space_points
 
 from ferbench.errors import DataError
 from ferbench.testing import tiny_context
+from ldl_fixtures import isolated_cache, one_thread  # noqa: F401  (autouse fixtures)
 
 open_clip = pytest.importorskip("open_clip")
 

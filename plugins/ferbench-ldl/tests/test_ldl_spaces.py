@@ -19,6 +19,7 @@ from ferbench.nn import normalize
 from ferbench.plugins import plugin_manager
 from ferbench.runkey import RunKey
 from ferbench.testing import tiny_context
+from ldl_fixtures import isolated_cache, one_thread  # noqa: F401  (autouse fixtures)
 
 SMALL = {"n_train": 40, "n_test": 8}
 

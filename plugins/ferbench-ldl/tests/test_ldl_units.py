@@ -32,6 +32,7 @@ from ferbench.context import make_batch
 from ferbench.data.augment import apply_view
 from ferbench.errors import ConfigError
 from ferbench.testing import build_model, tiny_context
+from ldl_fixtures import isolated_cache, one_thread  # noqa: F401  (autouse fixtures)
 
 SMALL = {"n_train": 40, "n_test": 8}
 TINY_KEYS = ["image_size=32", "k=3"]

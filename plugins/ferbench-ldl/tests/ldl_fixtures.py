@@ -1,4 +1,6 @@
-"""Shared fixtures of the ferbench-ldl tests: an isolated decoded cache and one CPU thread."""
+"""Autouse fixtures every ferbench-ldl test module imports: an isolated decoded cache and one
+CPU thread. Not a conftest.py: a second top-level `conftest` module would shadow the core
+tests' own `from conftest import ...`."""
 
 from __future__ import annotations
 
