@@ -42,6 +42,11 @@ def _text(s, width: int | None = None) -> str:
     return "\n".join(textwrap.wrap(s, width)) if width else s
 
 
+def _title_chars(fig: Figure) -> int:
+    """How many characters of a 10-point title fit across `fig` (about 12 per inch)."""
+    return max(30, int(12 * fig.get_figwidth()))
+
+
 def _save(fig: Figure, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +122,8 @@ def confusion_grid(path, title: str, panels) -> Path:
     for ax in axes.flat[len(shown):]:
         ax.axis("off")
     cut = f" (first {MAX_PANELS} of {len(panels)} methods)" if len(panels) > MAX_PANELS else ""
-    fig.suptitle(_text(f"{title}: confusion matrices, % of each true class{cut}", 90), fontsize=10)
+    fig.suptitle(_text(f"{title}: confusion matrices, % of each true class{cut}",
+                       _title_chars(fig)), fontsize=10)
     return _save(fig, path)
 
 
@@ -256,7 +262,7 @@ def per_sample_curves(path, title: str, array: str, curves: dict) -> Path:
         ax.axis("off")
     cut = f" (first {MAX_PANELS} of {len(curves)} methods)" if len(curves) > MAX_PANELS else ""
     fig.suptitle(_text(f"{title}: {array} over epochs, flipped against clean training samples "
-                       f"(mean; band: 25-75 %){cut}", 90), fontsize=10)
+                       f"(mean; band: 25-75 %){cut}", _title_chars(fig)), fontsize=10)
     return _save(fig, path)
 
 

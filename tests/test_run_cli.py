@@ -103,7 +103,7 @@ def test_a_run_writes_per_sample_arrays_weights_noise_file_and_leaderboard(store
     assert (probs >= 0).all()
     assert arrays["test_ids"].shape == (32,) and arrays["train_ids"].shape == (64,)
     assert arrays["test_uncertainty"].shape == (32,) and arrays["test_labels"].shape == (32,)
-    assert arrays["train_noise_scores_score"].shape == (64,)
+    assert arrays["train_noise_scores_loss"].shape == (64,)
     assert np.isclose((probs.argmax(1) == arrays["test_labels"]).mean(),
                       rec["metrics"]["test_acc"])
     # the trained weights, loadable without unpickling code, with the run's key

@@ -16,6 +16,7 @@ a round and their median printed. On CUDA the peak GPU memory of each arm is pri
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -32,10 +33,14 @@ def arm_runs(args):
     cfg = ldlva.Config(**p)
     shared = [f"backbone={cfg.backbone}", f"image_size={cfg.image_size}",
               f"batch_size={cfg.batch_size}"]
+    # A user's key that the baseline has (backbone, image_size, ...) goes to every arm; an
+    # LDLVA key (aux_space, k, ...) to the two LDLVA arms only.
+    base_keys = {f.name for f in dataclasses.fields(registry().methods["baseline"].obj.Config)}
+    common = [o for o in args.overrides if o.split("=", 1)[0] in base_keys]
     return preset, [
-        ("baseline", "baseline", shared),
-        ("ldlva cache", "ldlva", shared + ["neighbour_pass=cache"]),
-        ("ldlva forward", "ldlva", shared + ["neighbour_pass=forward"]),
+        ("baseline", "baseline", shared + common),
+        ("ldlva cache", "ldlva", shared + list(args.overrides) + ["neighbour_pass=cache"]),
+        ("ldlva forward", "ldlva", shared + list(args.overrides) + ["neighbour_pass=forward"]),
     ]
 
 
@@ -53,7 +58,7 @@ def run_arm(method, overrides, args, preset, seed, out):
         flags["device"] = args.device
     req = RunRequest(methods=[method], dataset=args.dataset, data_root=args.data_root,
                      protocols=[args.protocol], seeds=[seed], preset=preset, flags=flags,
-                     overrides=list(overrides) + list(args.overrides), out=str(out),
+                     overrides=list(overrides), out=str(out),
                      leaderboard=False, show_progress=False)
     path = run(req)[0]
     rec = json.loads(Path(path).read_text())
@@ -108,4 +113,10 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ferbench.errors import FerbenchError
+
+    try:
+        sys.exit(main())
+    except FerbenchError as e:
+        print(f"bench_neighbour_pass: {e}", file=sys.stderr)
+        sys.exit(2)

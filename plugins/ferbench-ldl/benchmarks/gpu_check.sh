@@ -17,8 +17,10 @@ if [ "$root" = synthfer ]; then data=(--dataset synthfer); else
   data=(--dataset ferplus --data-root "$root"); fi
 here=$(dirname "$0")
 mkdir -p "$out"
+# The paper preset's space is valence-arousal, which FERPlus does not have and noise30
+# would withhold anyway: HOG, the label-free space, for every LDLVA arm.
 python "$here/bench_neighbour_pass.py" "${data[@]}" --preset paper --epochs 2 --rounds 1 \
-    --json "$out/speed.json" "$@"
+    --json "$out/speed.json" aux_space=hog "$@"
 run() { ferbench run "${data[@]}" --protocol noise30 --preset paper --epochs "$epochs" \
         --out "$out" --no-leaderboard "$@"; }
 run --method ldlva aux_space=hog "$@"
@@ -26,8 +28,8 @@ shared=$(python - "$@" <<'PY'
 import sys
 from ferbench.plugins import registry
 m = registry().methods["ldlva"].obj
-cfg = m.Config(**{**m.presets["paper"], **dict(a.split("=", 1) for a in sys.argv[1:])})
-print(f"backbone={cfg.backbone} image_size={cfg.image_size} batch_size={cfg.batch_size}")
+cfg = {**vars(m.Config()), **m.presets["paper"], **dict(a.split("=", 1) for a in sys.argv[1:])}
+print(" ".join(f"{k}={cfg[k]}" for k in ("backbone", "image_size", "batch_size")))
 PY
 )
 # shellcheck disable=SC2086
