@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ferbench import ConfigError, OptimizerSpec
 
-from .common import NeighbourConfig, NeighbourMethod
+from .common import QUICK, NeighbourConfig, NeighbourMethod
 
 
 @dataclass
@@ -46,13 +46,7 @@ class LDLALSG(NeighbourMethod):
         # LDLVA's code setting (ResNet-18, 224 px, Adam 1e-3 with steps at 10/20/40 of 60,
         # batch 32, K 8): LDL-ALSG's own values could not be checked (README).
         "paper": {},
-        "quick": {"backbone": "ferbench_resnet_tiny", "image_size": 48, "epochs": 8,
-                  "batch_size": 64, "lr": 3e-3, "optimizer": "adamw", "weight_decay": 5e-4,
-                  "adam_eps": 1e-8,
-                  "scheduler": "onecycle", "feature_dim": None, "k": 4,
-                  "aux_spaces": ["landmarks"], "neighbour_pass": "cache",
-                  "pixel_norm": "imagenet", "views": ["weak"],
-                  "neighbour_views": None},
+        "quick": {**QUICK, "aux_spaces": ["landmarks"]},
     }
     preset_sources = {"paper": "ferbench", "quick": "ferbench"}
     pretrained_presets = ("paper",)

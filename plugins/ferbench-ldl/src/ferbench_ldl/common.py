@@ -23,6 +23,14 @@ from ferbench.nn import normalize
 from .graph import Graph, build_graph, knn_disagreement
 from .spaces import space_points
 
+# What both methods' `quick` presets share: a CPU minute or two on synthfer, its drawn
+# landmarks as the space (each method names it in its own key), the cache pass, K 4.
+QUICK = {"backbone": "ferbench_resnet_tiny", "image_size": 48, "epochs": 8,
+         "batch_size": 64, "lr": 3e-3, "optimizer": "adamw", "weight_decay": 5e-4,
+         "adam_eps": 1e-8, "scheduler": "onecycle", "feature_dim": None, "k": 4,
+         "neighbour_pass": "cache", "pixel_norm": "imagenet", "views": ["weak"],
+         "neighbour_views": None}
+
 
 @dataclass
 class NeighbourConfig(MethodConfig):

@@ -19,7 +19,7 @@ import torch
 
 from ferbench import ConfigError, OptimizerSpec, PerSample, setting
 
-from .common import NeighbourConfig, NeighbourMethod, class_weights, onehot
+from .common import QUICK, NeighbourConfig, NeighbourMethod, class_weights, onehot
 
 
 @dataclass
@@ -116,13 +116,7 @@ class LDLVA(NeighbourMethod):
         # 60 epochs, batch 32, 224 px, K 8.
         "paper": {},
         # A CPU minute or two on synthfer: its drawn landmarks as the space, the cache pass.
-        "quick": {"backbone": "ferbench_resnet_tiny", "image_size": 48, "epochs": 8,
-                  "batch_size": 64, "lr": 3e-3, "optimizer": "adamw", "weight_decay": 5e-4,
-                  "adam_eps": 1e-8,
-                  "scheduler": "onecycle", "feature_dim": None, "k": 4,
-                  "aux_space": "landmarks", "neighbour_pass": "cache",
-                  "calib_hidden": [64, 32], "pixel_norm": "imagenet", "views": ["weak"],
-                  "neighbour_views": None},
+        "quick": {**QUICK, "aux_space": "landmarks", "calib_hidden": [64, 32]},
     }
     preset_sources = {"paper": "code", "quick": "ferbench"}
     pretrained_presets = ("paper",)
