@@ -199,6 +199,17 @@ class RunContext:
                                 else float(value))
 
     # ---- passes over data --------------------------------------------------
+    def train_extra(self, name: str, where: str, advice: str = "") -> torch.Tensor:
+        """The training set's extra `name` as the method may read it, or one ConfigError line
+        beginning `where`: the protocol withholds it (then `advice`), or the set has none."""
+        if name in self.train.withheld:
+            raise ConfigError(f"{where}: the protocol {self.protocol.id} withholds the "
+                              f"label-carrying extra {name!r} from methods{advice}")
+        if name not in self.train.extras:
+            raise ConfigError(f"{where}: the training set has no extra {name!r} (it has: "
+                              f"{', '.join(sorted(self.train.extras)) or 'none'})")
+        return self.train.extras[name]
+
     def iterate(self, split: str = "train", views=("none",), batch_size: int | None = None,
                 shuffle: bool = False):
         """Full passes: dicts with `index`, `views` and (train/val) the visible `label`."""

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
 from ..config.settings import setting
+from ..errors import ConfigError
 from ..method import Method, MethodConfig, Prediction
 from ..nn import normalize
 
@@ -73,15 +73,11 @@ def soft_targets(ctx, name: str) -> torch.Tensor:
     from ..labels import extra_distributions
 
     train = ctx.train
-    if name in train.withheld:
-        raise ConfigError(f"soft_target={name}: the protocol {ctx.protocol.id} withholds the "
-                          f"label-carrying extra {name!r} from methods (it was annotated with "
-                          f"the labels it would reveal); use it under clean")
-    if name not in train.extras:
-        raise ConfigError(f"soft_target={name}: the training set has no extra {name!r} "
-                          f"(it has: {', '.join(sorted(train.extras)) or 'none'})")
+    extra = ctx.train_extra(name, f"soft_target={name}",
+                            " (it was annotated with the labels it would reveal); use it "
+                            "under clean")
     try:
-        dist = torch.as_tensor(extra_distributions(name, train.extras[name], ctx.classes),
+        dist = torch.as_tensor(extra_distributions(name, extra, ctx.classes),
                                dtype=torch.float32)
     except ValueError as e:
         raise ConfigError(f"soft_target={name}: {e}") from None

@@ -112,15 +112,9 @@ def space_points(ctx, spec: str, config):
 # ---- the built-in spaces ----------------------------------------------------------------
 def _extra(ctx, name: str, space: str):
     """A permitted extra of the training set, or one line saying why it is not there."""
-    train = ctx.train
-    if name in train.withheld:
-        raise ConfigError(f"auxiliary space {space!r}: the protocol {ctx.protocol.id} withholds "
-                          f"the label-carrying extra {name!r} from methods; under noise use a "
-                          f"space derived from the images (hog, lbp, landmarks, embed:PATH)")
-    if name not in train.extras:
-        raise ConfigError(f"auxiliary space {space!r}: the training set has no extra {name!r} "
-                          f"(it has: {', '.join(sorted(train.extras)) or 'none'})")
-    return train.extras[name]
+    return ctx.train_extra(name, f"auxiliary space {space!r}",
+                           "; under noise use a space derived from the images (hog, lbp, "
+                           "landmarks, embed:PATH)")
 
 
 def _va(ctx, arg, config):
