@@ -166,13 +166,16 @@ class Method:
     (name → {key: value} overriding the Config defaults; `paper` and `quick`),
     `preset_sources` (name → "code" | "paper-text" | "ferbench"), `pretrained_presets`
     (the presets whose official setting starts from pretrained weights: a run of one of
-    them from random weights is marked so in the leaderboard).
+    them from random weights is marked so in the leaderboard), `timm_backbone` (False for a
+    method that builds its networks itself, a CLIP tower say: its `backbone` key then names
+    them for the record and is not checked against timm's models).
     """
 
     Config: ClassVar[type] = MethodConfig
     presets: ClassVar[dict[str, dict]] = {"quick": {}, "paper": {}}
     preset_sources: ClassVar[dict[str, str]] = {"quick": "ferbench", "paper": "ferbench"}
     pretrained_presets: ClassVar[tuple[str, ...]] = ()
+    timm_backbone: ClassVar[bool] = True
 
     def __init__(self, config):
         self.config = config

@@ -118,7 +118,8 @@ def plan_runs(req: RunRequest):
                     if str(e).startswith("unknown config key") else "")
             raise ConfigError(f"method {name}: {e}{hint}") from None
         mcfg = to_method_config(cls, cfg)
-        check_backbone(mcfg.backbone)
+        if getattr(cls, "timm_backbone", True):
+            check_backbone(mcfg.backbone)
         if int(mcfg.epochs) == 0 and not mcfg.weights:
             raise ConfigError(f"method {name}: epochs=0 trains nothing, so it evaluates the "
                               f"model it starts from; give that model with --weights FILE")

@@ -138,7 +138,8 @@ def check_method(method, steps: int = 30, overrides=(), workdir: str | Path | No
         torch.manual_seed(0)
         first = float(m.training_step(model, batch, ctx).detach())
         assert np.isfinite(first), f"{name}.training_step returned a non-finite loss"
-        for _ in range(steps):
+        run_steps = ctx.epochs * ctx.steps_per_epoch
+        for step in range(steps):
             loss = m.training_step(model, batch, ctx)
             assert loss.ndim == 0, f"{name}.training_step must return a scalar tensor"
             for o in opts:
@@ -146,6 +147,12 @@ def check_method(method, steps: int = 30, overrides=(), workdir: str | Path | No
             loss.backward()
             for o in opts:
                 o.step()
+            # Per-step schedules move as the engine moves them (a warm-up from a zero rate
+            # would otherwise never train), within the run's length that they were built for.
+            for spec in specs or ():
+                if spec.scheduler is not None and spec.interval == "step" and \
+                        step < run_steps - 1:
+                    spec.scheduler.step()
         torch.manual_seed(0)
         last = float(m.training_step(model, batch, ctx).detach())
         report["loss_first"], report["loss_last"] = first, last

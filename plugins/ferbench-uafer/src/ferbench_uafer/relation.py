@@ -1,0 +1,42 @@
+"""Multi-granularity feature decoupling (MFD): a global and a local relation score per class,
+and the distillation to the frozen teacher."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def relation_scores(g, patches, text, topk: int, alpha: float, normalise_text: bool = True):
+    """Class scores [B, C] from the projected class token g [B, D], projected patch tokens
+    [B, N, D] and text embeddings [C, D].
+
+    global = ĝ·t̂_c; local = the mean of the `topk` largest patch affinities p̂_n·t̂_c, each
+    class choosing its own patches; each score L2-normalised across classes, then mixed
+    alpha·local + (1 − alpha)·global. `normalise_text=False` keeps the text embeddings raw (the
+    code's test pass), which rescales each class's column before the normalisation.
+    """
+    g = F.normalize(g.float(), dim=-1)
+    patches = F.normalize(patches.float(), dim=-1)
+    text = text.float()
+    if normalise_text:
+        text = F.normalize(text, dim=-1)
+    s_glb = g @ text.t()
+    affinity = patches @ text.t()                               # [B, N, C]
+    s_loc = affinity.topk(topk, dim=1).values.mean(1)
+    return alpha * F.normalize(s_loc, dim=-1) + (1 - alpha) * F.normalize(s_glb, dim=-1)
+
+
+def top_patches(patches, text, topk: int) -> torch.Tensor:
+    """Which patches [B, topk, C] each class's local score averages (for inspection)."""
+    affinity = F.normalize(patches.float(), dim=-1) @ F.normalize(text.float(), dim=-1).t()
+    return affinity.topk(topk, dim=1).indices
+
+
+def distillation(g, teacher, normalise_teacher: bool = False) -> torch.Tensor:
+    """Mean |ĝ − h| over batch and dimensions: the student's normalised global embedding
+    against the teacher's projected class token, unnormalised as the code has it."""
+    h = teacher.float()
+    if normalise_teacher:
+        h = F.normalize(h, dim=-1)
+    return F.l1_loss(F.normalize(g.float(), dim=-1), h)
