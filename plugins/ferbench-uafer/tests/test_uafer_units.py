@@ -13,7 +13,7 @@ from ferbench_uafer.evidential import (annealing, dirichlet, evidential_loss, kl
 from ferbench_uafer.optim import freeze_first_layers, layer_groups, layer_id, warmup_cosine
 from ferbench_uafer.relation import distillation, relation_scores, top_patches
 
-from uafer_fixtures import isolated_cache, one_thread  # noqa: F401  (autouse fixtures)
+from uafer_fixtures import TEST_ARCH, clip_files, isolated_cache, one_thread  # noqa: F401
 
 
 # ---- 1. evidence, Dirichlet, uncertainty ----------------------------------------------------
@@ -77,6 +77,20 @@ def test_the_codes_loss_cannot_go_below_its_floor_with_bounded_logits():
     assert evidential_loss(best, y, "mse_err").item() == pytest.approx(
         (1 - 2 / 8) ** 2 + 6 * (1 / 8) ** 2)
     assert evidential_loss(best, y, "mse_err").item() > 0.6
+
+
+def test_a_face_whose_scores_are_all_negative_gets_no_gradient_from_the_codes_loss():
+    """ReLU evidence: once every class score of a face is below 0 (random towers, where
+    image-text cosines take either sign) its loss is stuck at (K-1)/K; softplus still moves."""
+    y = F.one_hot(torch.tensor([1]), 7).float()
+    for evidence, stuck in (("relu", True), ("softplus", False)):
+        z = (-torch.rand(1, 7)).requires_grad_()
+        alpha, _, _, _ = dirichlet(z, evidence)
+        loss = evidential_loss(alpha, y, "mse_err").sum()
+        loss.backward()
+        assert (z.grad.abs().max().item() == 0) == stuck, evidence
+        if stuck:
+            assert loss.item() == pytest.approx(6 / 7)
 
 
 def test_kl_to_uniform_matches_torch_distributions():
@@ -161,12 +175,7 @@ def test_distillation_pulls_the_normalised_student_to_the_raw_teacher():
 def tower(clip_files):
     import open_clip
 
-    from uafer_fixtures import TEST_ARCH
-
     return open_clip.create_model(TEST_ARCH, pretrained=None).visual
-
-
-from uafer_fixtures import clip_files  # noqa: E402,F401  (session fixture)
 
 
 def test_layer_ids_follow_the_code(tower):
