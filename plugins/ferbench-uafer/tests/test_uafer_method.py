@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ferbench_uafer.relation import relation_scores
 from ferbench_uafer.towers import prompts, tokenize, wants_quick_gelu
 
 from ferbench.checkpoint import trainable_state
@@ -177,48 +178,66 @@ def test_distillation_and_the_kl_term_enter_the_loss_only_when_weighted(clip_fil
 def test_predictions_are_the_dirichlet_mean_with_u_as_uncertainty(clip_files):
     method, ctx, model = built()
     model.eval()
+    x = torch.rand(5, 3, 32, 32)
     with torch.no_grad():
-        pred = method.predict(model, torch.rand(5, 3, 32, 32))
-    torch.testing.assert_close(pred.probs.sum(1), torch.ones(5))
-    s = pred.extras["dirichlet_strength"]
-    torch.testing.assert_close(pred.uncertainty, ctx.num_classes / s)
-    assert (pred.uncertainty >= 0.5).all() and (pred.uncertainty <= 1).all()
+        pred = method.predict(model, x)
+        g, patches = model(method._pixels(x))
+        z = relation_scores(g, patches, model.text, 3, method.config.alpha_local)
+    evidence = torch.relu(z)
+    torch.testing.assert_close(pred.probs, (evidence + 1) / (evidence + 1).sum(1, keepdim=True))
+    torch.testing.assert_close(pred.uncertainty, ctx.num_classes / (evidence + 1).sum(1))
+    torch.testing.assert_close(pred.extras["dirichlet_strength"], (evidence + 1).sum(1))
 
 
 def test_the_test_pass_normalises_text_unless_told_to_reproduce_the_code(clip_files):
-    outs = []
+    x = torch.rand(4, 3, 32, 32)
+    outs = {}
     for flag in ("true", "false"):
         torch.manual_seed(0)
         method, ctx, model = built(f"test_text_norm={flag}", "evidence=softplus")
-        model.text.mul_(torch.linspace(0.5, 3.0, ctx.num_classes)[:, None])
+        model.eval()
         with torch.no_grad():
-            outs.append(method.predict(model.eval(), torch.rand(4, 3, 32, 32)).probs)
-    assert not torch.allclose(outs[0], outs[1])
+            plain = method.predict(model, x).probs
+            model.text.mul_(torch.linspace(0.5, 3.0, ctx.num_classes)[:, None])
+            outs[flag] = (plain, method.predict(model, x).probs)
+    torch.testing.assert_close(outs["true"][1], outs["true"][0])   # scale-free, as in training
+    assert not torch.allclose(outs["false"][1], outs["false"][0], atol=1e-4)
 
 
 def test_noise_scores_are_u_and_one_minus_p_of_the_given_label(clip_files):
     method, ctx, model = built()
     scores = method.noise_scores(model, ctx)
-    assert list(scores) == ["u", "1-p(y)"]
-    for v in scores.values():
-        assert v.shape == (len(ctx.train),) and torch.isfinite(v).all()
-    assert (scores["1-p(y)"] >= 0).all() and (scores["1-p(y)"] <= 1).all()
-    assert model.training
+    assert list(scores) == ["u", "1-p(y)"] and model.training
+    images = ctx.train.images(torch.arange(len(ctx.train)), "none")
+    model.eval()
+    with torch.no_grad():
+        pred = method.predict(model, images)
+    torch.testing.assert_close(scores["u"], pred.uncertainty)
+    given = ctx.train.labels
+    torch.testing.assert_close(scores["1-p(y)"],
+                               1 - pred.probs.gather(1, given[:, None]).squeeze(1))
 
 
-def test_the_rate_is_set_every_step_warm_up_then_cosine(clip_files):
-    method, ctx, model = built("warmup=0.5", "lr=1e-2", "min_lr=0", epochs=2)
+def test_the_rate_is_set_every_step_warm_up_then_cosine_in_every_group(clip_files):
+    method, ctx, model = built("warmup=0.5", "lr=1e-2", "min_lr=1e-6", "layer_decay=0.5",
+                               epochs=2)
     (spec,) = method.configure_optimizers(model, ctx)
-    top = max(spec.optimizer.param_groups, key=lambda g: g["lr_scale"])
+    groups = spec.optimizer.param_groups
+    assert groups[0]["lr_scale"] == 1.0 and len({g["lr_scale"] for g in groups}) > 1
     seen = []
     for _ in range(2 * ctx.steps_per_epoch):
-        seen.append(top["lr"])
+        seen.append([g["lr"] for g in groups])
         spec.optimizer.step()
         spec.scheduler.step()
     spe = ctx.steps_per_epoch
-    assert seen[0] == 0.0 and seen[spe] == pytest.approx(1e-2)
-    assert seen[spe // 2] == pytest.approx(1e-2 * (spe // 2) / spe)
-    assert all(a >= b for a, b in zip(seen[spe:], seen[spe + 1:]))
+    for i, g in enumerate(groups):
+        scale = g["lr_scale"]
+        assert seen[0][i] == 0.0
+        assert seen[spe // 2][i] == pytest.approx(1e-2 * scale * (spe // 2) / spe)
+        assert seen[spe][i] == pytest.approx(1e-2 * scale)
+        assert all(a[i] >= b[i] for a, b in zip(seen[spe:], seen[spe + 1:]))
+    # one step past the run: the floor min_lr, scaled like the rest
+    assert groups[-1]["lr"] == pytest.approx(1e-6 * groups[-1]["lr_scale"])
 
 
 # ---- the contract and the command line ----------------------------------------------------------
@@ -227,8 +246,7 @@ def test_uafer_meets_the_contract(clip_files, tmp_path):
     from ferbench.testing import check_method
 
     report = check_method("uafer", steps=10, workdir=tmp_path,
-                          overrides=["image_size=32", "topk=3", "evidence=softplus",
-                                     "logit_scale=10"])
+                          overrides=["image_size=32", "topk=3"])
     assert report["loss_last"] < report["loss_first"]
     assert report["resumed"]
 

@@ -39,11 +39,30 @@ def test_probabilities_sum_to_one_and_uncertainty_lies_in_0_1(evidence):
     assert (u > 0).all() and (u <= 1).all()
 
 
-def test_the_codes_bounded_logits_keep_u_between_one_half_and_one():
-    """Scores normalised across classes lie in [-1, 1]: ReLU evidence <= 1, S in [K, 2K]."""
-    z = F.normalize(torch.randn(256, 7), dim=1)
-    _, _, _, u = dirichlet(z, "relu")
-    assert u.min() >= 0.5 and u.max() <= 1.0
+def test_the_codes_scores_bound_u_between_c_over_c_plus_root_c_and_one():
+    """z mixes two unit vectors across classes (norm <= 1), so Σ ReLU(z) <= √C: S lies in
+    [C, C + √C] and u = C/S in [C/(C + √C), 1], the flat all-positive vector at the bound."""
+    torch.manual_seed(0)
+    c = 7
+    z = relation_scores(torch.randn(512, 16), torch.randn(512, 9, 16), torch.randn(c, 16),
+                        topk=3, alpha=0.1)
+    _, s, _, u = dirichlet(z, "relu")
+    floor = c / (c + math.sqrt(c))
+    assert u.min() >= floor - 1e-6 and u.max() <= 1.0 and s.max() <= c + math.sqrt(c) + 1e-5
+    flat = torch.full((1, c), 1 / math.sqrt(c))
+    assert dirichlet(flat, "relu")[3].item() == pytest.approx(floor)
+    assert dirichlet(F.one_hot(torch.tensor([2]), c).float(), "relu")[3].item() == \
+        pytest.approx(c / (c + 1))
+
+
+def test_scores_are_computed_in_fp32_under_a_bf16_autocast():
+    torch.manual_seed(0)
+    g, p, t = torch.randn(4, 16), torch.randn(4, 9, 16), torch.randn(7, 16)
+    want = relation_scores(g, p, t, topk=3, alpha=0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = relation_scores(g, p, t, topk=3, alpha=0.1)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want)
 
 
 def test_exp_evidence_is_clamped_so_huge_scores_stay_finite():
@@ -70,13 +89,17 @@ def test_the_digamma_form_is_the_expected_cross_entropy():
     assert evidential_loss(A, Y, "digamma").item() == pytest.approx(1 / 3 + 1 / 4, rel=1e-5)
 
 
-def test_the_codes_loss_cannot_go_below_its_floor_with_bounded_logits():
-    """With evidence <= 1 the best the code's loss can do for K = 7 is about 0.66."""
-    best = torch.tensor([[2.0] + [1.0] * 6])
+def test_the_codes_loss_is_lowest_at_a_one_hot_score_and_stays_above_0_65():
+    """With evidence <= 1 the best the code's loss can do for K = 7 is 0.65625 (all of the
+    score on the label): no unit-norm score vector does better."""
     y = F.one_hot(torch.tensor([0]), 7).float()
-    assert evidential_loss(best, y, "mse_err").item() == pytest.approx(
-        (1 - 2 / 8) ** 2 + 6 * (1 / 8) ** 2)
-    assert evidential_loss(best, y, "mse_err").item() > 0.6
+    best = evidential_loss(dirichlet(F.one_hot(torch.tensor([0]), 7).float())[0], y,
+                           "mse_err").item()
+    assert best == pytest.approx((1 - 2 / 8) ** 2 + 6 * (1 / 8) ** 2)
+    torch.manual_seed(0)
+    z = F.normalize(torch.randn(4096, 7), dim=1)
+    others = evidential_loss(dirichlet(z)[0], y.expand(4096, -1), "mse_err")
+    assert others.min().item() >= best - 1e-6
 
 
 def test_a_face_whose_scores_are_all_negative_gets_no_gradient_from_the_codes_loss():
@@ -205,6 +228,7 @@ def test_groups_decay_the_rate_per_layer_and_weight_decay_only_matrices(tower):
         assert g["layer_id"] > 0
         for name, p in zip(g["names"], g["params"]):
             assert g["weight_decay"] == (5e-4 if p.ndim >= 2 else 0.0), name
+    assert groups[0]["layer_id"] == 3  # the engine logs the first group's rate
     top = [g for g in groups if g["layer_id"] == 3]
     assert {n for g in top for n in g["names"]} == {"ln_post.weight", "ln_post.bias", "proj"}
     n_trainable = sum(1 for p in tower.parameters() if p.requires_grad)

@@ -47,7 +47,8 @@ def layer_groups(tower: torch.nn.Module, depth: int, weight_decay: float,
                            "weight_decay": weight_decay if decay else 0.0}
         groups[key]["params"].append(p)
         groups[key]["names"].append(name)
-    return [groups[k] for k in sorted(groups)]
+    # The top layer's group first: the engine's history logs the first group's rate.
+    return [groups[k] for k in sorted(groups, reverse=True)]
 
 
 def warmup_cosine(t: float, warmup: float, total: float, lr: float, min_lr: float) -> float:

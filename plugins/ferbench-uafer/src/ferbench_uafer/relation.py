@@ -16,15 +16,18 @@ def relation_scores(g, patches, text, topk: int, alpha: float, normalise_text: b
     alpha·local + (1 − alpha)·global. `normalise_text=False` keeps the text embeddings raw (the
     code's test pass), which rescales each class's column before the normalisation.
     """
-    g = F.normalize(g.float(), dim=-1)
-    patches = F.normalize(patches.float(), dim=-1)
-    text = text.float()
-    if normalise_text:
-        text = F.normalize(text, dim=-1)
-    s_glb = g @ text.t()
-    affinity = patches @ text.t()                               # [B, N, C]
-    s_loc = affinity.topk(topk, dim=1).values.mean(1)
-    return alpha * F.normalize(s_loc, dim=-1) + (1 - alpha) * F.normalize(s_glb, dim=-1)
+    # In fp32 even under a bf16 autocast, which would run these matmuls in bf16: the class
+    # scores differ by a few thousandths, as much as CLIP's scores differ between classes.
+    with torch.autocast(g.device.type, enabled=False):
+        g = F.normalize(g.float(), dim=-1)
+        patches = F.normalize(patches.float(), dim=-1)
+        text = text.float()
+        if normalise_text:
+            text = F.normalize(text, dim=-1)
+        s_glb = g @ text.t()
+        affinity = patches @ text.t()                           # [B, N, C]
+        s_loc = affinity.topk(topk, dim=1).values.mean(1)
+        return alpha * F.normalize(s_loc, dim=-1) + (1 - alpha) * F.normalize(s_glb, dim=-1)
 
 
 def top_patches(patches, text, topk: int) -> torch.Tensor:

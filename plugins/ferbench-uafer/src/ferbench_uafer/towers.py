@@ -129,9 +129,12 @@ class Student(torch.nn.Module):
 
     def __init__(self, visual: torch.nn.Module):
         super().__init__()
-        if getattr(visual, "proj", None) is None or getattr(visual, "pool_type", "tok") != "tok":
-            raise ConfigError("uafer needs a ViT image tower with a class token and a "
-                              "projection (open_clip's ViT-* models)")
+        if getattr(visual, "proj", None) is None or getattr(visual, "pool_type", "tok") != "tok" \
+                or getattr(visual, "attn_pool", None) is not None \
+                or getattr(visual, "final_ln_after_pool", False):
+            raise ConfigError("uafer needs a ViT image tower with a class token, a final "
+                              "LayerNorm over every token and a projection (open_clip's "
+                              "ViT-* models)")
         visual.output_tokens = True
         self.visual = visual
 
