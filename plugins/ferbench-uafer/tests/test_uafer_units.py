@@ -145,7 +145,7 @@ def _hand_case():
 
 def test_each_class_chooses_its_own_top_k_patches():
     text, patches = _hand_case()
-    idx = top_patches(patches, text, 2)
+    idx = top_patches(patches, text, 2).indices
     assert set(idx[0, :, 0].tolist()) == {0, 1}
     assert set(idx[0, :, 1].tolist()) == {2, 3}
 

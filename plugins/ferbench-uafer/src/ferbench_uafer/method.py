@@ -23,8 +23,6 @@ from .relation import distillation, relation_scores
 from .towers import (Student, create_clip, load_clip, prompts, resolve_arch, tokenize,
                      wants_quick_gelu)
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # The code's RAF-DB augmentation: resize and a horizontal flip, nothing else.
 CODE_VIEWS = [["weak", {"pad": 0.0, "flip": True, "erase": 0.0}]]
 # What each `edl_variant` sets for the keys left at "auto".
@@ -136,6 +134,12 @@ class UAFER(Method):
         self.evidence = config.resolved("evidence")
         self.loss_form = config.resolved("edl_loss")
         self.kl_weight = float(config.resolved("kl_weight"))
+        if config.pixel_norm == "imagenet":
+            self._pixel_stats = (IMAGENET_MEAN, IMAGENET_STD)
+        else:  # open_clip is loaded already: the config resolved its architecture
+            from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+            self._pixel_stats = (OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
         self._info: dict = {}
 
     # ---- building and predicting ---------------------------------------------------------
@@ -186,9 +190,7 @@ class UAFER(Method):
                               f"earlier uafer run; a CLIP checkpoint goes in clip_weights")
 
     def _pixels(self, images):
-        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if self.config.pixel_norm == "imagenet" \
-            else (CLIP_MEAN, CLIP_STD)
-        return normalize(images, mean, std)
+        return normalize(images, *self._pixel_stats)
 
     def _logits(self, g, patches, text, train: bool):
         cfg = self.config

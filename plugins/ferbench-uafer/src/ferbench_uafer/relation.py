@@ -19,21 +19,22 @@ def relation_scores(g, patches, text, topk: int, alpha: float, normalise_text: b
     # In fp32 even under a bf16 autocast, which would run these matmuls in bf16: the class
     # scores differ by a few thousandths, as much as CLIP's scores differ between classes.
     with torch.autocast(g.device.type, enabled=False):
-        g = F.normalize(g.float(), dim=-1)
-        patches = F.normalize(patches.float(), dim=-1)
-        text = text.float()
-        if normalise_text:
-            text = F.normalize(text, dim=-1)
-        s_glb = g @ text.t()
-        affinity = patches @ text.t()                           # [B, N, C]
-        s_loc = affinity.topk(topk, dim=1).values.mean(1)
+        text = _text(text, normalise_text)
+        s_glb = F.normalize(g.float(), dim=-1) @ text.t()
+        s_loc = top_patches(patches, text, topk, normalise_text=False).values.mean(1)
         return alpha * F.normalize(s_loc, dim=-1) + (1 - alpha) * F.normalize(s_glb, dim=-1)
 
 
-def top_patches(patches, text, topk: int) -> torch.Tensor:
-    """Which patches [B, topk, C] each class's local score averages (for inspection)."""
-    affinity = F.normalize(patches.float(), dim=-1) @ F.normalize(text.float(), dim=-1).t()
-    return affinity.topk(topk, dim=1).indices
+def top_patches(patches, text, topk: int, normalise_text: bool = True):
+    """The `topk` largest affinities p̂_n·t̂_c of each class and which patches they are
+    (`values`, `indices`: [B, topk, C]): each class chooses its own patches."""
+    affinity = F.normalize(patches.float(), dim=-1) @ _text(text, normalise_text).t()
+    return affinity.topk(topk, dim=1)
+
+
+def _text(text, normalise: bool):
+    text = text.float()
+    return F.normalize(text, dim=-1) if normalise else text
 
 
 def distillation(g, teacher, normalise_teacher: bool = False) -> torch.Tensor:
