@@ -92,7 +92,7 @@ class RunContext:
 
     def __init__(self, *, classes, image_size, device, precision, train, val, epochs,
                  batch_size, generator, create_backbone, protocol=None, weights_log=None,
-                 run_key=None):
+                 run_key=None, whole_model_weights=False):
         self.classes = tuple(classes)
         self.class_names = self.classes
         self.num_classes = len(self.classes)
@@ -114,6 +114,10 @@ class RunContext:
         # a stored run: a method that loads a ferbench weights file for something other than
         # its own model (an auxiliary embedding) compares it with the key the file carries.
         self.run_key = run_key
+        # True when the config's `weights` is a ferbench weights.pt, which the engine loads
+        # into the whole model after `build`: a method that reads `weights` itself (a
+        # checkpoint of another layout) leaves it alone then.
+        self.whole_model_weights = bool(whole_model_weights)
         self._weights_log = weights_log if weights_log is not None else []
         self._predictor = None
         self.epoch = 0
@@ -304,7 +308,8 @@ def build_context(view, config, *, mode: str, device: torch.device, precision: s
                      create_backbone=create_backbone,
                      protocol=ProtocolInfo(view.id, view.family,
                                            None if rate is None else float(rate) / 100),
-                     weights_log=weights_info, run_key=run_key)
+                     weights_log=weights_info, run_key=run_key,
+                     whole_model_weights=whole_model)
     return ctx, test, weights_info
 
 

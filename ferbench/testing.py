@@ -97,9 +97,12 @@ def build_model(method, ctx):
     return model
 
 
-def check_method(method, steps: int = 30, overrides=(), workdir: str | Path | None = None
-                 ) -> dict:
-    """Check `method` (a registered name or a Method class) against the contract."""
+def check_method(method, steps: int = 30, overrides=(), workdir: str | Path | None = None,
+                 data_options: dict | None = None) -> dict:
+    """Check `method` (a registered name or a Method class) against the contract.
+
+    `data_options` go to the tiny synthfer set (`{"n_val": 32}`: a validation split, so a
+    method that keeps its best-on-validation state is checked with it)."""
     from .context import make_batch
     from .data.augment import apply_view
     from .runner import RunRequest, run
@@ -110,7 +113,7 @@ def check_method(method, steps: int = 30, overrides=(), workdir: str | Path | No
     old_cache = os.environ.get("FERBENCH_CACHE")
     os.environ["FERBENCH_CACHE"] = str(tmp / "cache")
     try:
-        m, ctx = tiny_context(method, overrides)
+        m, ctx = tiny_context(method, overrides, data_options=data_options)
         mcfg = m.config
         torch.manual_seed(0)
         model = build_model(m, ctx)
@@ -201,7 +204,8 @@ def check_method(method, steps: int = 30, overrides=(), workdir: str | Path | No
             f"{name}: state_dict() does not survive a save/load round trip"
 
         # 5. an interrupted run resumes to the same predictions and state
-        report["resumed"] = _check_resume(name, method, overrides, tmp, len(phases))
+        report["resumed"] = _check_resume(name, method, overrides, tmp, len(phases),
+                                             data_options)
 
         # 6. a whole run under noise writes only inside its results folder
         out = tmp / "results"
@@ -210,7 +214,8 @@ def check_method(method, steps: int = 30, overrides=(), workdir: str | Path | No
         scratch.mkdir(exist_ok=True)
         os.chdir(scratch)
         try:
-            paths = run(RunRequest(methods=[name], protocols=["noise30"], data_options=TINY,
+            paths = run(RunRequest(methods=[name], protocols=["noise30"],
+                                   data_options={**TINY, **(data_options or {})},
                                    flags={"epochs": 2, "batch_size": 16, "device": "cpu"},
                                    overrides=list(overrides), out=str(out), leaderboard=False,
                                    show_progress=False)) \
@@ -302,12 +307,13 @@ def _stopping(hook, call: int):
     return wrapped
 
 
-def _check_resume(name, method, overrides, tmp: Path, n_phases: int) -> list[str]:
+def _check_resume(name, method, overrides, tmp: Path, n_phases: int,
+                  data_options: dict | None = None) -> list[str]:
     """Runs interrupted mid-run and at each phase boundary, resumed, against one run through."""
     from .engine import Engine
 
     def fit(folder, resume=False, stop=None):
-        m, ctx, test = _tiny_run(method, overrides)
+        m, ctx, test = _tiny_run(method, overrides, data_options=data_options)
         if stop is not None:
             member, call = stop
             setattr(m, member, _stopping(getattr(m, member), call))

@@ -145,7 +145,7 @@ class UAFER(Method):
     # ---- building and predicting ---------------------------------------------------------
     def build(self, ctx):
         cfg = self.config
-        self._check_weights()
+        self._check_weights(ctx)
         arch = resolve_arch(cfg.clip_arch)
         quick_gelu = wants_quick_gelu(cfg.quick_gelu, arch, cfg.clip_weights)
         clip = create_clip(arch, ctx.image_size, quick_gelu)
@@ -176,16 +176,11 @@ class UAFER(Method):
             self._info["warning"] = "random CLIP towers: far from the paper's setting"
         return UAFERNet(student, clip, text)
 
-    def _check_weights(self):
+    def _check_weights(self, ctx):
         """`weights` restores an earlier uafer run's student; CLIP's own files go in
         clip_weights (the teacher and the text tower always come from CLIP)."""
         path = self.config.weights
-        if not path:
-            return
-        from ferbench.weights import read_state_dict
-
-        _, run_key = read_state_dict(path)
-        if run_key is None:
+        if path and not ctx.whole_model_weights:
             raise ConfigError(f"uafer: weights={path} is not a ferbench weights.pt of an "
                               f"earlier uafer run; a CLIP checkpoint goes in clip_weights")
 
