@@ -71,3 +71,19 @@ def test_cross_entropy_and_the_diversity_term_reach_every_branch_and_the_base():
         assert b.fc.weight.grad.abs().sum() > 0, i
         assert b.units[-1].cbam.SpatialGate.spatial.conv.weight.grad.abs().sum() > 0, i
     assert net.base.units[0].conv.weight.grad.abs().sum() > 0
+
+
+def test_without_cbam_it_is_the_original_esr_and_the_term_sees_the_last_maps_means():
+    net = ESR(num_classes=7, n_branches=2, width_mult=0.25, padded=True, cbam=False).eval()
+    assert not any(type(m).__name__ == "CBAM" for m in net.modules())
+    with torch.no_grad():
+        out = net.forward_branches(torch.rand(3, 3, 48, 48))
+    assert out["attn_sp"].shape == (3, 2, 6, 6)
+    assert torch.allclose(out["attn_ch"], out["features"])
+
+
+def test_at_224_px_the_unpadded_layout_ends_in_22_by_22_maps():
+    net = ESR(num_classes=7, n_branches=2, width_mult=0.25).eval()
+    with torch.no_grad():
+        out = net.forward_branches(torch.rand(1, 3, 224, 224))
+    assert out["logits"].shape == (1, 2, 7) and out["attn_sp"].shape == (1, 2, 22, 22)

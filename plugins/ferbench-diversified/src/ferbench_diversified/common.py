@@ -112,7 +112,7 @@ class DiversifiedMethod(Method):
         return {("sim_" + k if k in ("cosine", "kernel_l2") else k): v for k, v in out.items()}
 
     def warn_odd(self, n: int) -> None:
-        if self.config.diversity_weight > 0:
+        if self.config.diversity_weight > 0 and n > 1:
             line = odd_branch_warning(self.config.diversity_form, n)
             if line:
                 console.print(f"  {self.name}: {line}", highlight=False)

@@ -76,19 +76,24 @@ class CBAM(nn.Module):
 
 
 class ConvUnit(nn.Module):
-    """conv → BatchNorm → ReLU (→ max-pool) → CBAM, the unit every ESR layer repeats."""
+    """conv → BatchNorm → ReLU (→ max-pool) → CBAM, the unit every ESR layer repeats.
 
-    def __init__(self, cin, cout, k, pad, pool=False):
+    Without CBAM (the original ESR) the unit returns, in place of the attentions, its map's
+    channel mean [B, 1, H, W] and spatial mean [B, C]: what the term then compares."""
+
+    def __init__(self, cin, cout, k, pad, pool=False, cbam=True):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, k, 1, pad)
         self.bn = nn.BatchNorm2d(cout)
         self.pool = pool
-        self.cbam = CBAM(cout)
+        self.cbam = CBAM(cout) if cbam else None
 
     def forward(self, x):
         x = F.relu(self.bn(self.conv(x)))
         if self.pool:
             x = F.max_pool2d(x, 2)
+        if self.cbam is None:
+            return x, x.mean((2, 3)), x.mean(1, keepdim=True)
         return self.cbam(x)
 
 
@@ -97,14 +102,14 @@ def _w(c: int, mult: float) -> int:
 
 
 class Base(nn.Module):
-    def __init__(self, mult=1.0, padded=False, in_chans=3):
+    def __init__(self, mult=1.0, padded=False, in_chans=3, cbam=True):
         super().__init__()
         p = int(padded)
         self.units = nn.ModuleList([
-            ConvUnit(in_chans, _w(64, mult), 5, 2 * p),
-            ConvUnit(_w(64, mult), _w(128, mult), 3, p, pool=True),
-            ConvUnit(_w(128, mult), _w(128, mult), 3, p),
-            ConvUnit(_w(128, mult), _w(128, mult), 3, p, pool=True)])
+            ConvUnit(in_chans, _w(64, mult), 5, 2 * p, cbam=cbam),
+            ConvUnit(_w(64, mult), _w(128, mult), 3, p, pool=True, cbam=cbam),
+            ConvUnit(_w(128, mult), _w(128, mult), 3, p, cbam=cbam),
+            ConvUnit(_w(128, mult), _w(128, mult), 3, p, pool=True, cbam=cbam)])
 
     def forward(self, x):
         for unit in self.units:
@@ -113,14 +118,14 @@ class Base(nn.Module):
 
 
 class Branch(nn.Module):
-    def __init__(self, num_classes, mult=1.0, padded=False):
+    def __init__(self, num_classes, mult=1.0, padded=False, cbam=True):
         super().__init__()
         p = int(padded)
         self.units = nn.ModuleList([
-            ConvUnit(_w(128, mult), _w(128, mult), 3, p),
-            ConvUnit(_w(128, mult), _w(256, mult), 3, p, pool=True),
-            ConvUnit(_w(256, mult), _w(256, mult), 3, p),
-            ConvUnit(_w(256, mult), _w(512, mult), 3, 1)])
+            ConvUnit(_w(128, mult), _w(128, mult), 3, p, cbam=cbam),
+            ConvUnit(_w(128, mult), _w(256, mult), 3, p, pool=True, cbam=cbam),
+            ConvUnit(_w(256, mult), _w(256, mult), 3, p, cbam=cbam),
+            ConvUnit(_w(256, mult), _w(512, mult), 3, 1, cbam=cbam)])
         self.num_features = _w(512, mult)
         self.fc = nn.Linear(self.num_features, num_classes)
 
@@ -135,13 +140,14 @@ class Branch(nn.Module):
 
 class ESR(nn.Module):
     """The base and `n_branches` branches; `active` branches take part in forward passes
-    (incremental training adds one per phase)."""
+    (incremental training adds one per phase). `cbam=False` is the original ESR of
+    Siqueira et al. (no attention modules)."""
 
     def __init__(self, num_classes=8, n_branches=9, width_mult=1.0, padded=False, in_chans=3,
-                 **_):
+                 cbam=True, **_):
         super().__init__()
-        self.base = Base(width_mult, padded, in_chans)
-        self.branches = nn.ModuleList(Branch(num_classes, width_mult, padded)
+        self.base = Base(width_mult, padded, in_chans, cbam)
+        self.branches = nn.ModuleList(Branch(num_classes, width_mult, padded, cbam)
                                       for _ in range(n_branches))
         self.num_features = self.branches[0].num_features
         self.padded = padded

@@ -28,6 +28,9 @@ class ESRConfig(DiversifiedConfig):
     n_branches: int = setting(9, low=1)
     # Pad every conv so faces under 54 px fit (a departure; the code's layout is unpadded).
     padded: bool = False
+    # CBAM after every conv (the diversified code's); false: the original ESR, the term then
+    # on the last unit's channel-mean map and pooled features.
+    cbam: bool = True
     # incremental (code: one phase per branch) | joint (all branches from the start)
     training: str = setting("incremental", choices=TRAININGS)
     # vote (code: majority of the branches' argmaxes) | mean (mean branch softmax)
@@ -60,15 +63,15 @@ class ESRMethod(DiversifiedMethod):
                   "training": "incremental", "epochs": 210, "first_phase_share": 2.5,
                   "batch_size": 32, "lr": 0.1, "lr_old": 0.01, "lr_step_epochs": 10,
                   "lr_gamma": 0.5, "cap_per_class": 5000},
-        # A quarter of every width, padded at 48 px, two branches in phases of 3 and 1 epochs
-        # (two, so any run of two or more epochs has a phase per branch) on at most 400 faces
-        # per class: about a CPU minute on synthfer. From scratch
-        # within that budget ESR learns only with AdamW at 1e-3 and the weak view: at 3e-3, with
-        # SGD, or with the code's augmentation (±30°, zoom, strong jitter on 48 px faces) it
-        # stays at chance (README: Presets).
+        # The original ESR (no CBAM) at a quarter of every width, padded at 48 px, two
+        # branches in phases of 4 and 2 epochs (two, so any run of two or more epochs has a
+        # phase per branch) on at most 400 faces per class: under a CPU minute on synthfer.
+        # From scratch within that budget the CBAM layout stays at chance, and so does any
+        # layout with SGD at 0.05, AdamW at 3e-3 or the code's augmentation on 48 px faces
+        # (README: Presets).
         "quick": {"backbone": "ferbench_esr_quarter", "image_size": 48, "padded": True,
-                  "n_branches": 2, "training": "incremental", "epochs": 4,
-                  "first_phase_share": 3.0, "batch_size": 64, "optimizer": "adamw",
+                  "cbam": False, "n_branches": 2, "training": "incremental", "epochs": 6,
+                  "first_phase_share": 2.0, "batch_size": 64, "optimizer": "adamw",
                   "lr": 1e-3, "lr_old": 3e-4, "weight_decay": 0.0, "scheduler": "none",
                   "cap_per_class": 400, "views": ["weak"]},
     }
@@ -90,7 +93,7 @@ class ESRMethod(DiversifiedMethod):
     # ---- building and predicting ---------------------------------------------------------
     def build(self, ctx):
         cfg = self.config
-        net = self._create(ctx, n_branches=cfg.n_branches, padded=cfg.padded)
+        net = self._create(ctx, n_branches=cfg.n_branches, padded=cfg.padded, cbam=cfg.cbam)
         if cfg.weights and not ctx.whole_model_weights:
             # An ESR state dict of another run (another class count: its heads stay random).
             ctx.load_weights(net, cfg.weights, name="esr", strip_prefixes=("module.",),
@@ -141,7 +144,8 @@ class ESRMethod(DiversifiedMethod):
                       {"params": list(model.branches[k].parameters()), "lr": cfg.lr}]
             groups += [{"params": list(model.branches[i].parameters()), "lr": cfg.lr_old}
                        for i in range(k)]
-        return [make_optimizer(cfg, groups, ctx.phase.epochs, ctx.steps_per_epoch)]
+        epochs = getattr(ctx.phase, "epochs", ctx.epochs)
+        return [make_optimizer(cfg, groups, epochs, ctx.steps_per_epoch)]
 
     # ---- training ------------------------------------------------------------------------
     def training_step(self, model, batch, ctx):
@@ -165,7 +169,7 @@ class ESRMethod(DiversifiedMethod):
     def extra_results(self) -> dict:
         cfg = self.config
         return {**super().extra_results(), "training": cfg.training, "ensemble": cfg.ensemble,
-                "n_branches": cfg.n_branches, "padded": cfg.padded}
+                "n_branches": cfg.n_branches, "padded": cfg.padded, "cbam": cfg.cbam}
 
 
 @dataclass
