@@ -6,17 +6,10 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from diversified_fixtures import one_thread  # noqa: F401  (autouse)
 from ferbench_diversified import esr  # noqa: F401  (registers the timm names)
 from ferbench_diversified.diversity import diversity_penalty
 from ferbench_diversified.esr import ESR
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_at_96_px_the_last_cbam_sees_6_by_6_maps_and_512_channels():

@@ -6,16 +6,9 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from diversified_fixtures import one_thread  # noqa: F401  (autouse)
 from ferbench_diversified import manet  # noqa: F401  (registers the timm names)
 from ferbench_diversified.manet import PATCHES, MANet
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("size,patch", [(224, 7), (96, 3), (48, 2)])

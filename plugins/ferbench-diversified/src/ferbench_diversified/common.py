@@ -4,7 +4,7 @@ training subset, noise scores and the best-ensemble-on-validation bookkeeping.""
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 
 import timm
 import torch
@@ -180,3 +180,15 @@ class DiversifiedMethod(Method):
         self._best_acc = float(state.get("best_acc", -1.0))
         self._best_epoch = int(state.get("best_epoch", -1))
         self._phase_log = list(state.get("phase_log", []))
+
+
+def with_term_weight(method_cls: type, name: str, weight: float, doc: str) -> type:
+    """`method_cls` registered as `name` with `diversity_weight` defaulting to `weight`: the
+    plain method and its `-div` twin are the same code (the paper's ablation)."""
+    config = make_dataclass(f"{method_cls.Config.__name__}_{name.replace('-', '_')}",
+                            [("diversity_weight", float, setting(weight, low=0.0))],
+                            bases=(method_cls.Config,))
+    return type(f"{method_cls.__name__}_{name.replace('-', '_')}", (method_cls,),
+                {"name": name, "Config": config, "__doc__": doc,
+                 "__module__": method_cls.__module__})
+

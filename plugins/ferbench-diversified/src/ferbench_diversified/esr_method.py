@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from ferbench import ConfigError, Phase, Prediction, setting, split_epochs
 
-from .common import DiversifiedConfig, DiversifiedMethod, make_optimizer, view_name
+from .common import (DiversifiedConfig, DiversifiedMethod, make_optimizer, view_name,
+                     with_term_weight)
 from .ensemble import RULES, ensemble_probs
 from .esr import ESR, MIN_UNPADDED
 
@@ -172,25 +173,5 @@ class ESRMethod(DiversifiedMethod):
                 "n_branches": cfg.n_branches, "padded": cfg.padded, "cbam": cfg.cbam}
 
 
-@dataclass
-class ESRDivConfig(ESRConfig):
-    diversity_weight: float = setting(1.0, low=0.0)
-
-
-@dataclass
-class ESRPlainConfig(ESRConfig):
-    diversity_weight: float = setting(0.0, low=0.0)   # the paper's ablation: no term
-
-
-class ESRPlain(ESRMethod):
-    """`esr`: the same code with the term's weight at 0."""
-
-    name = "esr"
-    Config = ESRPlainConfig
-
-
-class ESRDiv(ESRMethod):
-    """`esr-div`: ESR with the diversity term."""
-
-    name = "esr-div"
-    Config = ESRDivConfig
+ESRPlain = with_term_weight(ESRMethod, "esr", 0.0, "`esr`: ESR without the term (weight 0).")
+ESRDiv = with_term_weight(ESRMethod, "esr-div", 1.0, "`esr-div`: ESR with the diversity term.")

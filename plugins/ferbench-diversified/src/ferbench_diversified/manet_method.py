@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from ferbench import DataError, Prediction, setting
 from ferbench.nn import normalize
 
-from .common import DiversifiedConfig, DiversifiedMethod, make_optimizer, view_name
+from .common import (DiversifiedConfig, DiversifiedMethod, make_optimizer, view_name,
+                     with_term_weight)
 from .manet import PATCHES, MANet
 
 # The code's RAF-DB augmentation (resize, h-flip, p 0.2 rotation 20° + pad-32 crop, random
@@ -135,21 +136,7 @@ class MANetMethod(DiversifiedMethod):
         return {**super().extra_results(), "beta": self.config.beta}
 
 
-@dataclass
-class MANetDivConfig(MANetConfig):
-    diversity_weight: float = setting(1.0, low=0.0)
-
-
-@dataclass
-class MANetPlainConfig(MANetConfig):
-    diversity_weight: float = setting(0.0, low=0.0)   # the paper's ablation: no term
-
-
-class MANetPlain(MANetMethod):
-    name = "manet"
-    Config = MANetPlainConfig
-
-
-class MANetDiv(MANetMethod):
-    name = "manet-div"
-    Config = MANetDivConfig
+MANetPlain = with_term_weight(MANetMethod, "manet", 0.0,
+                              "`manet`: MA-Net without the term (weight 0).")
+MANetDiv = with_term_weight(MANetMethod, "manet-div", 1.0,
+                            "`manet-div`: MA-Net with the diversity term.")
