@@ -211,6 +211,14 @@ def test_esr_under_54_px_unpadded_is_refused_naming_the_way_out():
         tiny_context("esr", ["method.padded=false"])
 
 
+@pytest.mark.parametrize("name,backbone,kind", [("manet", "resnet18", "MA-Net"),
+                                                ("esr", "ferbench_manet_quarter", "ESR")])
+def test_a_backbone_of_another_family_is_one_line_naming_it(name, backbone, kind):
+    m, ctx = tiny_context(name, [f"method.backbone={backbone}"])
+    with pytest.raises(ConfigError, match=f"{backbone}' is not {kind}"):
+        build_model(m, ctx)
+
+
 def test_fewer_epochs_than_branches_in_incremental_training_is_refused():
     with pytest.raises(ConfigError, match="training=joint"):
         tiny_context("esr", ["method.n_branches=4"], epochs=3)

@@ -82,15 +82,17 @@ class DiversifiedMethod(Method):
     def _create(self, ctx, **kwargs):
         """The network named by `backbone`, refused in one line if it is not of our kind."""
         cfg = self.config
+        kind = (f"{self.name}: backbone {cfg.backbone!r} is not {self.network_kind} "
+                f"(ferbench_{self.network_kind.lower().replace('-', '')} or its _quarter size)")
         try:
             net = timm.create_model(cfg.backbone, pretrained=False, num_classes=ctx.num_classes,
                                     **kwargs)
-        except (RuntimeError, TypeError) as e:
+        except TypeError:  # another family's constructor refuses this one's keywords
+            raise ConfigError(kind) from None
+        except RuntimeError as e:
             raise ConfigError(f"{self.name}: backbone {cfg.backbone!r}: {e}") from None
         if not isinstance(net, self.network_class):
-            raise ConfigError(f"{self.name}: backbone {cfg.backbone!r} is not {self.network_kind} "
-                              f"(ferbench_{self.network_kind.lower().replace('-', '')} or its "
-                              f"_quarter size)")
+            raise ConfigError(kind)
         return net
 
     def term(self, tensors) -> torch.Tensor:
