@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from .data.views import View
+from .data.views import View, view_name
 from .errors import ConfigError, DataError, FerbenchError
 from .hookspecs import hookimpl
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["hookimpl", "Method", "MethodConfig", "Prediction", "OptimizerSpec", "Phase",
            "PerSample", "RunContext", "split_epochs", "capped_per_class", "default_optimizer",
-           "setting", "View", "FerbenchError", "ConfigError", "DataError", "__version__"]
+           "setting", "View", "view_name", "FerbenchError", "ConfigError", "DataError", "__version__"]
 
 
 def __getattr__(name: str):

@@ -14,6 +14,7 @@ import torch
 from .data.augment import apply_view
 from .data.cache import load_cached
 from .data.feeder import ImageFeeder
+from .data.views import view_name
 from .device import autocast
 from .errors import ConfigError
 from .weights import load_into, load_partial
@@ -64,7 +65,7 @@ def make_batch(data: SplitData, idx: torch.Tensor, views, augment, device,
     """
     raw = data.raw(idx)
     batch = {"index": idx.to(device),
-             "views": ViewBatch({_vname(v): augment(v, raw) for v in views})}
+             "views": ViewBatch({view_name(v): augment(v, raw) for v in views})}
     if data.labels is not None:
         batch["label"] = data.labels[idx].to(device)
     batch["extras"] = {k: t[idx].to(device) for k, t in data.extras.items()}
@@ -73,7 +74,7 @@ def make_batch(data: SplitData, idx: torch.Tensor, views, augment, device,
         craw = data.raw(flat)
         batch["companions"] = {
             "index": companions.to(device),
-            "views": ViewBatch({_vname(v): _unflatten(augment(v, craw), companions.shape)
+            "views": ViewBatch({view_name(v): _unflatten(augment(v, craw), companions.shape)
                                 for v in (companion_views or views)}),
             "label": data.labels[flat].reshape(companions.shape).to(device)}
     return batch
@@ -231,7 +232,7 @@ class RunContext:
     @torch.no_grad()
     def train_predictions(self, view="none") -> torch.Tensor:
         """Probabilities [N_train, K] of the current model; one cached pass per epoch and view."""
-        key = _vname(view)
+        key = view_name(view)
         if key not in self._train_pred_cache:
             self._train_pred_cache.clear()
             self._train_pred_cache[key] = self._predictor(self.train, view)
@@ -333,10 +334,6 @@ class ProtocolInfo:
     id: str
     family: str
     rate: float | None = None
-
-
-def _vname(view) -> str:
-    return view if isinstance(view, str) else view[0]
 
 
 class ViewBatch(dict):

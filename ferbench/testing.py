@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -350,3 +351,30 @@ def _check_resume(name, method, overrides, tmp: Path, n_phases: int,
             f"(keep what training changes in state_dict, not only in attributes)"
         checked.append(label)
     return checked
+
+
+def time_alternating(step, arms, rounds: int, steps: int, device, warmup: int = 1):
+    """For a benchmark's arms: the seconds of each block of `steps` calls of `step(arm)` and
+    each arm's peak device memory in bytes (CUDA; 0 elsewhere). After `warmup` calls per arm,
+    `rounds` blocks per arm, the arms' order reversed every other round, so a machine whose
+    speed drifts weighs on every arm alike; compare arms block by block."""
+    cuda = torch.device(device).type == "cuda"
+    for arm in arms:
+        for _ in range(warmup):
+            step(arm)
+    seconds = {arm: [] for arm in arms}
+    peak = {arm: 0 for arm in arms}
+    for block in range(rounds):
+        for arm in arms if block % 2 == 0 else arms[::-1]:
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step(arm)
+            if cuda:
+                torch.cuda.synchronize()
+                peak[arm] = max(peak[arm], torch.cuda.max_memory_allocated())
+            seconds[arm].append(time.perf_counter() - t0)
+    return seconds, peak
+

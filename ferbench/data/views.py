@@ -41,6 +41,12 @@ class View:
         object.__setattr__(self, "ranges", {k: tuple(v) for k, v in self.ranges.items()})
 
 
+def view_name(spec) -> str:
+    """The name of a configured view, given as a name or (name, params): the key its images
+    have in a batch's `views`."""
+    return spec if isinstance(spec, str) else spec[0]
+
+
 # A pad over half the size would reflect twice; erase is a probability.
 _PAD, _P = (0.0, 0.5), (0.0, 1.0)
 

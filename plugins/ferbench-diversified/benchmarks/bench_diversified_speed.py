@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 PAPER = {"esr": ("esr-div", 96, ["backbone=ferbench_esr", "n_branches=9", "padded=false"]),
          "manet": ("manet-div", 224, ["backbone=ferbench_manet"])}
@@ -30,6 +29,7 @@ PAPER = {"esr": ("esr-div", 96, ["backbone=ferbench_esr", "n_branches=9", "padde
 def setup(name, size, overrides, batch, device, precision):
     import torch
 
+    from ferbench import view_name
     from ferbench.config import compose_run, to_method_config
     from ferbench.context import build_context
     from ferbench.datasets.base import open_dataset
@@ -40,9 +40,9 @@ def setup(name, size, overrides, batch, device, precision):
 
     cls = registry().get("methods", name)
     over = {"method.image_size": size, "method.batch_size": batch, "method.epochs": 200}
-    cfg = compose_run(name, cls, "paper", over,
-                      [f"method.{o}" for o in overrides] + ["method.training=joint"] * (
-                          name.startswith("esr")))
+    if name.startswith("esr"):
+        overrides = [*overrides, "training=joint"]
+    cfg = compose_run(name, cls, "paper", over, [f"method.{o}" for o in overrides])
     mcfg = to_method_config(cls, cfg)
     ds = open_dataset(SynthFER(), None, None, {"n_train": batch, "n_test": 8, "seed": 0,
                                                "size": 48})
@@ -59,7 +59,7 @@ def setup(name, size, overrides, batch, device, precision):
     g = torch.Generator(device="cpu").manual_seed(0)
     x = torch.rand(batch, 3, size, size, generator=g).to(device)
     y = torch.randint(0, ctx.num_classes, (batch,), generator=g).to(device)
-    views = {v if isinstance(v, str) else v[0]: x for v in mcfg.views}
+    views = {view_name(v): x for v in mcfg.views}
     return method, ctx, model, spec.optimizer if spec else None, {"views": views, "label": y}
 
 
@@ -88,24 +88,12 @@ def measure(arch, size, args, device, precision) -> dict:
         loss.backward()
         o.step()
 
+    from ferbench.testing import time_alternating
+
     arms = ["div", "plain", "resnet18"]
     cuda = device.type == "cuda"
-    for a in arms:
-        step(a)
-    seconds = {a: [] for a in arms}
-    peak = {a: 0 for a in arms}
-    for block in range(args.rounds):
-        for a in arms if block % 2 == 0 else arms[::-1]:
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                step(a)
-            if cuda:
-                torch.cuda.synchronize()
-                peak[a] = torch.cuda.max_memory_allocated() / 2**20
-            seconds[a].append(time.perf_counter() - t0)
+    seconds, peak = time_alternating(step, arms, args.rounds, args.steps, device)
+    peak = {a: b / 2**20 for a, b in peak.items()}
     method.config.diversity_weight = weight
     n = args.steps * args.batch
     ips = {a: statistics.median(n / t for t in seconds[a]) for a in arms}

@@ -26,7 +26,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 
 
 def build(args):
@@ -88,24 +87,10 @@ def measure(args) -> dict:
         loss.backward()
         opt.step()
 
+    from ferbench.testing import time_alternating
+
     arms = [args.arm] if args.arm != "both" else ["towers", "uafer"]
-    seconds = {a: [] for a in arms}
-    peak = {a: 0 for a in arms}
-    for a in arms:
-        for _ in range(3):
-            step(a)
-    for block in range(args.rounds):
-        for a in (arms if block % 2 == 0 else arms[::-1]):
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                step(a)
-            if cuda:
-                torch.cuda.synchronize()
-                peak[a] = max(peak[a], torch.cuda.max_memory_allocated())
-            seconds[a].append(time.perf_counter() - t0)
+    seconds, peak = time_alternating(step, arms, args.rounds, args.steps, ctx.device, warmup=3)
     if not cuda:
         peak = {a: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 for a in arms}
     n = args.steps * len(batch["label"])

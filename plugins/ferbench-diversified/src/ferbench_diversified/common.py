@@ -15,11 +15,6 @@ from ferbench.progress import console
 from .diversity import FORMS, NORMS, diversity_penalty, odd_branch_warning, per_sample_figures
 
 
-def view_name(view) -> str:
-    """The name of a configured view ("weak" or ["weak", {...}])."""
-    return view if isinstance(view, str) else view[0]
-
-
 @dataclass
 class DiversifiedConfig(MethodConfig):
     """The diversity term's keys (diversified.md §4); the plain methods set the weight to 0."""

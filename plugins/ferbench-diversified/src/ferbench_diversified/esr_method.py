@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ferbench import ConfigError, Phase, Prediction, setting, split_epochs
+from ferbench import ConfigError, Phase, Prediction, setting, split_epochs, view_name
 
-from .common import (DiversifiedConfig, DiversifiedMethod, make_optimizer, view_name,
+from .common import (DiversifiedConfig, DiversifiedMethod, make_optimizer,
                      with_term_weight)
 from .ensemble import RULES, ensemble_probs
 from .esr import ESR, MIN_UNPADDED

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ferbench import DataError, Prediction, setting
+from ferbench import DataError, Prediction, setting, view_name
 from ferbench.nn import normalize
 
-from .common import (DiversifiedConfig, DiversifiedMethod, make_optimizer, view_name,
+from .common import (DiversifiedConfig, DiversifiedMethod, make_optimizer,
                      with_term_weight)
 from .manet import PATCHES, MANet
 

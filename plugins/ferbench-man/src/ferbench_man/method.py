@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ferbench import (ConfigError, Method, MethodConfig, OptimizerSpec, PerSample, Prediction,
-                      setting, split_epochs)
+                      setting, split_epochs, view_name)
 from ferbench.nn import normalize
 
 CLEAN, AMBIGUOUS, NOISY = 0, 1, 2
@@ -154,7 +154,7 @@ class MAN(Method):
         super().__init__(config)
         if not 0 <= config.warmup_frac < 1:
             raise ConfigError(f"man: warmup_frac must be in [0, 1), got {config.warmup_frac}")
-        names = [v if isinstance(v, str) else v[0] for v in config.views]
+        names = [view_name(v) for v in config.views]
         if sorted(names) != ["strong", "weak"]:
             raise ConfigError(f"man: views must be one 'weak' and one 'strong' view, got {names}")
         self._weak = config.views[names.index("weak")]

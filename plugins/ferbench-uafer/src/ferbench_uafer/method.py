@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ferbench import ConfigError, Method, MethodConfig, OptimizerSpec, Prediction, setting
+from ferbench import (ConfigError, Method, MethodConfig, OptimizerSpec, Prediction, setting,
+                      view_name)
 from ferbench.nn import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 from .evidential import LOSSES, annealing, dirichlet, evidential_loss, kl_term
@@ -128,7 +129,7 @@ class UAFER(Method):
 
     def __init__(self, config):
         super().__init__(config)
-        names = [v if isinstance(v, str) else v[0] for v in config.views]
+        names = [view_name(v) for v in config.views]
         if names != ["weak"]:
             raise ConfigError(f"uafer: views must be one 'weak' view, got {names}")
         self.evidence = config.resolved("evidence")
