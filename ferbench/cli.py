@@ -215,17 +215,57 @@ def _echo_match(m: dict) -> None:
 @click.option("--resume", is_flag=True, help="Continue interrupted runs from their checkpoint.")
 @click.option("--force", is_flag=True, help="Rerun runs that already have a result.")
 @click.option("--no-leaderboard", is_flag=True)
+@click.option("--grid", type=click.Path(), default=None,
+              help="A grid file (datasets, methods, protocols, seeds) to run as one sweep.")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE",
+              help="Set a variable of the grid file (repeatable), e.g. --var ferplus=DIR.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Run this many cells at once, each in its own process (a sweep).")
+@click.option("--launcher", type=click.Choice(["local", "slurm"]), default=None,
+              help="Where a sweep's cells run: local worker processes, or a SLURM job array "
+                   "(both through submitit).")
+@click.option("--slurm", "slurm_settings", multiple=True, metavar="KEY=VALUE",
+              help="A SLURM setting (repeatable): partition, gpus_per_task, cpus_per_task, "
+                   "mem_gb, time_min, array_parallelism.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the cells, how many are stored and the time still needed; run none.")
 @click.argument("overrides", nargs=-1)
-def run_cmd(methods, dataset, data_root, layout, label_order, options, protocols, target,
-            target_root, fer2013_root, extras, seeds, noise_seed, preset, epochs, batch_size,
-            image_size, backbone, weights, device, precision, out, resume, force,
-            no_leaderboard, overrides):
+@click.pass_context
+def run_cmd(click_ctx, methods, dataset, data_root, layout, label_order, options, protocols,
+            target, target_root, fer2013_root, extras, seeds, noise_seed, preset, epochs,
+            batch_size, image_size, backbone, weights, device, precision, out, resume, force,
+            no_leaderboard, grid, variables, jobs, launcher, slurm_settings, dry_run,
+            overrides):
     """Train and evaluate methods under protocols; store one result file per run.
 
     OVERRIDES are KEY=VALUE settings of the resolved config, e.g. lr=0.01 or
     engine.eval_every=2.
+
+    With --grid, --jobs, --launcher or --dry-run the runs are a sweep: each in a
+    process of its own, a failing run recorded while the others go on, interrupted
+    runs continued from their checkpoints when the sweep starts again.
     """
     from .runner import RunRequest, run
+
+    if grid:
+        from click.core import ParameterSource
+
+        given = [f"--{p.replace('_', '-')}" for p in
+                 ("methods", "dataset", "data_root", "layout", "label_order", "options",
+                  "protocols", "target", "target_root", "fer2013_root", "extras", "seeds",
+                  "noise_seed", "preset", "epochs", "batch_size", "image_size", "backbone",
+                  "weights", "precision", "resume", "overrides")
+                 if click_ctx.get_parameter_source(p) != ParameterSource.DEFAULT]
+        if given:
+            raise ConfigError(f"--grid {grid}: the grid file says what to run; "
+                              f"{', '.join(given)} belong in it (--device, --out, --jobs, "
+                              f"--launcher, --force and --dry-run may be given)")
+        return _sweep(grid, variables, jobs, launcher, slurm_settings, dry_run, force,
+                      no_leaderboard, device,
+                      out if click_ctx.get_parameter_source("out") != ParameterSource.DEFAULT
+                      else None)
+    if variables:
+        raise ConfigError("--var sets a variable of a grid file: give --grid FILE")
 
     opts = _parse_options(options, dataset, label_order)
     try:
@@ -245,7 +285,60 @@ def run_cmd(methods, dataset, data_root, layout, label_order, options, protocols
                      flags={k: v for k, v in flags.items() if v is not None},
                      overrides=list(overrides), out=out, resume=resume, force=force,
                      leaderboard=not no_leaderboard)
+    if jobs or launcher or dry_run or slurm_settings:
+        from .sweep import run_sweep
+
+        summary = run_sweep([req], out, jobs=jobs or 1, launcher=launcher or "local",
+                            slurm=_pairs(slurm_settings, "--slurm"), dry_run=dry_run,
+                            force=force, leaderboard=not no_leaderboard, gpus=_gpus(device))
+        return _sweep_status(summary)
     run(req)
+
+
+def _pairs(pairs, flag: str) -> dict:
+    out = {}
+    for pair in pairs:
+        k, sep, v = pair.partition("=")
+        if not sep or not k.strip():
+            raise ConfigError(f"{flag} {pair!r}: expected KEY=VALUE")
+        import yaml
+
+        out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+    return out
+
+
+def _gpus(device: str | None) -> int:
+    """GPUs to spread local workers over: all visible ones for --device cuda (no index)."""
+    if device not in ("cuda", "auto", None):
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _sweep_status(summary) -> int:
+    if summary is None:
+        return 0
+    if summary.interrupted:
+        return 130
+    return 1 if summary.failed else 0
+
+
+def _sweep(grid, variables, jobs, launcher, slurm_settings, dry_run, force, no_leaderboard,
+           device, out):
+    from .grid import load_grid
+    from .sweep import run_sweep
+
+    g = load_grid(grid, _pairs(variables, "--var"))
+    if device:
+        for req in g.requests:
+            req.flags["device"] = device
+    slurm = {**g.slurm, **_pairs(slurm_settings, "--slurm")}
+    summary = run_sweep(g.requests, out or g.out, jobs=jobs or 1,
+                        launcher=launcher or "local", slurm=slurm, dry_run=dry_run,
+                        force=force, leaderboard=not no_leaderboard,
+                        leaderboard_out=g.leaderboard, gpus=_gpus(device), origins=g.origins)
+    return _sweep_status(summary)
 
 
 @cli.command("leaderboard")

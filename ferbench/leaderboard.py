@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import math
 import re
+import zipfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from . import noise_report, plots
+from . import noise_report, plots, significance
 from .errors import DataError
 from .record import RunRecord
 from .results import check_writable, read_results, write_bytes
@@ -37,6 +38,15 @@ CELLS = (
     "best in its column (lowest for ECE, NLL, Brier, KL and memorisation), none if all tie; "
     "noise-detection precision and recall are never bold, as each is at its method's own "
     "operating point (column at).")
+WINS = (
+    "†: the column's best row (bold) is significantly better than this cell. Test: one-sided "
+    "paired hierarchical bootstrap of the difference in mean test accuracy (the training seeds "
+    "both rows ran, resampled with replacement and paired by seed, then the test faces within "
+    "each drawn seed, the same faces for both rows; per-face correctness from the runs' .npz "
+    f"files), {significance.RESAMPLES:,} resamples, Holm-adjusted p < {significance.LEVEL} "
+    "over the column's comparisons. A cell with n = 1, or with fewer than "
+    f"{significance.MIN_SEEDS} seeds shared with the best, is never tested; a tie for best "
+    "marks nothing.")
 SAME_IMAGES = " (tested on its training images)"
 
 
@@ -297,7 +307,8 @@ def _table(title, rows, columns, cells, specs) -> Table | None:
 def _tables(b: _Board) -> dict:
     metric = lambda key: _get("metrics", key)  # noqa: E731
     acc = metric_spec("test_acc")  # oracle, selected and per-class figures are accuracies too
-    t = {"main": _grid(b, "Test accuracy, final epoch (%)", metric("test_acc"), acc),
+    t = {"main": _mark_wins(b, _grid(b, "Test accuracy, final epoch (%)", metric("test_acc"),
+                                     acc)),
          "majority": _majority(b),
          "runs": _per_protocol(b, list(b.columns), "What each row ran (over all its runs; "
                                                    "a/b: runs differ)", RUN),
@@ -333,6 +344,60 @@ def _tables(b: _Board) -> dict:
             ("FLOPs / image", "flops_per_image", metric_spec("flops_per_image", kind="size"))]
     t["size"] = _per_protocol(b, list(b.columns), "Model size (parameters, FLOPs per image)", size)
     return t
+
+
+def _mark_wins(b: _Board, t: Table | None) -> Table | None:
+    """`t` (test accuracy) with a dagger on each cell its column's best row beats
+    significantly (significance.py) and a footnote saying how, and naming the comparisons
+    that could not be tested."""
+    if t is None:
+        return None
+    rows = {name: row for row, name in b.rows.items()}
+    cols = {label: col for col, label in b.columns.items()}
+
+    def seeds(label, name):   # the runs of the cell: seed -> their faces, or why none
+        return {r.key.seed: _faces(r, name) for r in b.groups[cols[label], rows[name]]
+                if _num(r.metrics.get("test_acc")) is not None}
+
+    untested = []
+    for label in t.columns:
+        best = t.best(label)
+        top = next(iter(best), None)
+        if len(best) != 1 or t.cell(top, label).n < significance.MIN_SEEDS:
+            continue
+        others = {name: seeds(label, name) for name in t.rows if name != top
+                  and t.cell(name, label) and t.cell(name, label).n >= significance.MIN_SEEDS}
+        for name, c in significance.compare_column(seeds(label, top), others).items():
+            if c.significant:
+                t.marks[name, label] = "†"
+            elif not c.tested:
+                untested.append(f"{escape(label)}: {escape(name)} ({escape(c.reason)})")
+    t.footnote = WINS + (f" Not tested: {'; '.join(untested)}." if untested else "")
+    return t
+
+
+def _faces(r: RunRecord, name: str):
+    """A run's test ids and per-face correctness (test_probs' most probable class among the
+    scored ones against test_labels), from the .npz beside its result; else why not."""
+    run = f"{name}, seed {r.key.seed}"
+    try:
+        with np.load(Path(r.path).with_suffix(".npz"), allow_pickle=False) as z:
+            ids, probs, labels = z["test_ids"], z["test_probs"], z["test_labels"]
+    except FileNotFoundError:
+        return f"{run}: no .npz beside its result"
+    except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as e:
+        return f"{run}: unreadable .npz ({type(e).__name__})"
+    if probs.ndim != 2 or not len(probs) == len(labels) == len(ids):
+        return f"{run}: .npz arrays of unequal length"
+    classes, scored = list(r.dataset.get("classes") or []), list(r.classes_scored or [])
+    cols = [classes.index(c) for c in scored if c in classes]   # under cross, the shared ones
+    if not cols or len(cols) != len(scored) or len(classes) != probs.shape[1]:
+        cols = list(range(probs.shape[1]))
+    cols = np.asarray(cols)
+    correct = cols[probs[:, cols].argmax(1)] == labels
+    if len(ids) and abs(correct.mean() - r.metrics["test_acc"]) > 0.5 / len(ids):
+        return f"{run}: its .npz does not give its recorded test accuracy"
+    return ids, correct
 
 
 def _noise_columns(recs) -> list:
@@ -476,6 +541,7 @@ def _section(dataset: str, tables: dict, pngs: list, out: Path) -> list:
                           else [f"#### {escape(label)}", "", escape(summary["unavailable"]), ""])
         elif isinstance(t, Table):
             lines += [f"### {escape(t.title)}", "", t.markdown(), ""]
+            lines += [t.footnote, ""] if t.footnote else []
         elif t:
             lines += [f"### {escape(PER_PROTOCOL[name][0])}", ""]
             for label, table in t.items():
@@ -502,7 +568,8 @@ def build_leaderboard(results_dir, out_dir=None, *, with_plots: bool = True) -> 
 
     Returns ``{"markdown": path, "plots": [paths], "tables": {dataset: {name: ...}},
     "n_read": int, "skipped": [(path, reason)]}``. Per dataset, main, runs, oracle, selected,
-    mean_class_acc, macro_f1 and size are a Table (None where no run has the figure);
+    mean_class_acc, macro_f1 and size are a Table (None where no run has the figure), main
+    with its significance marks (`marks`, `footnote`: significance.py);
     calibration, noise, ambiguity, ensemble, per_sample, method_figures and per_class map a
     protocol label to a Table;
     label_noise maps a noisy protocol's label to its noise file's summary (noise_report);

@@ -40,6 +40,7 @@ class RunRequest:
     force: bool = False
     leaderboard: bool = True
     show_progress: bool | None = None
+    command: str | None = None       # what a result records as its command (default: argv)
 
     def __post_init__(self):
         # The dataset and the noisy labels are fixed before any method's config is composed,
@@ -68,6 +69,38 @@ class RunRequest:
         for name in ("data_root", "target_root", "fer2013_root"):
             if getattr(self, name):
                 setattr(self, name, str(Path(getattr(self, name)).expanduser().resolve()))
+
+
+def request_command(req: RunRequest) -> str:
+    """`req` as the `ferbench run` command that makes the same runs (a sweep's cells record
+    it, so each result says how to rerun it alone)."""
+    import shlex
+
+    args = ["ferbench", "run"]
+    for m in req.methods:
+        args += ["--method", m]
+    args += ["--dataset", req.dataset]
+    for flag, value in (("--data-root", req.data_root), ("--layout", req.layout),
+                        ("--target", req.target), ("--target-root", req.target_root),
+                        ("--fer2013-root", req.fer2013_root), ("--preset", req.preset)):
+        if value:
+            args += [flag, str(value)]
+    for k, v in req.data_options.items():
+        args += ["-o", f"{k}={v}"]
+    for p in req.protocols:
+        args += ["--protocol", p]
+    for e in req.extras:
+        args += ["--extra", e]
+    args += ["--seeds", ",".join(map(str, req.seeds))]
+    if req.noise_seed:
+        args += ["--noise-seed", str(req.noise_seed)]
+    for k, v in req.flags.items():
+        if k == "threads":
+            args.append(f"engine.threads={v}")
+        else:
+            args += [f"--{k.replace('_', '-')}", str(v)]
+    args += ["--out", str(req.out)]
+    return shlex.join(args + list(req.overrides))
 
 
 def open_named(name, root, layout=None, options=None, root_flag="--data-root"):

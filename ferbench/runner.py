@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,7 +30,7 @@ from .scoring import score_run
 from .store import make_record, write_arrays, write_noise, write_record, write_weights
 from .weights import read_state_dict
 
-__all__ = ["RunRequest", "run", "run_one"]
+__all__ = ["Prepared", "RunRequest", "prepare", "resolve_cell", "run", "run_one"]
 
 
 def run(req: RunRequest) -> list[Path]:
@@ -44,7 +45,42 @@ def run(req: RunRequest) -> list[Path]:
         raise
 
 
-def _run(req: RunRequest, out: Path) -> list[Path]:
+@dataclass
+class Prepared:
+    """A request checked and its protocol views built: what every one of its runs shares."""
+
+    req: RunRequest
+    ds: object
+    mode: str
+    views: list          # (protocol params, view) per --protocol
+    classes: dict        # method name -> class
+    preset: str
+
+    def cells(self):
+        """(params, view, method name, class, seed) of every run, in the order they run."""
+        for params, view in self.views:
+            for name, cls in self.classes.items():
+                for seed in self.req.seeds:
+                    yield params, view, name, cls, seed
+
+
+@dataclass
+class Resolved:
+    """One run's composed config, finished view and key: all that is known before training."""
+
+    cfg: object
+    mcfg: object
+    device: torch.device
+    precision: str
+    channels_last: bool
+    view: object
+    method: object
+    resolved: dict
+    key: object
+
+
+def prepare(req: RunRequest) -> Prepared:
+    """Check every name and file of `req` and build its protocol views (no training)."""
     ds, parsed, classes, preset, smallest, extras = plan_runs(req)
     extras_record = attach_extras(ds, extras)  # before any protocol, so every view carries them
     adapter = registry().get("datasets", req.dataset)
@@ -67,16 +103,18 @@ def _run(req: RunRequest, out: Path) -> list[Path]:
         if "cross" in view.record:
             check_cross(ds, view, smallest, mode, req.show_progress)
         views.append((params, view))
-    total = len(views) * len(classes) * len(req.seeds)
-    written, i = [], 0
-    for params, view in views:
-        for name, cls in classes.items():
-            for seed in req.seeds:
-                i += 1
-                path = run_one(req, out, ds, mode, params, view, name, cls, preset,
-                               seed, f"[{i}/{total}]")
-                if path is not None:  # None: another process is running it
-                    written.append(path)
+    return Prepared(req, ds, mode, views, classes, preset)
+
+
+def _run(req: RunRequest, out: Path) -> list[Path]:
+    plan = prepare(req)
+    cells = list(plan.cells())
+    written = []
+    for i, (params, view, name, cls, seed) in enumerate(cells, 1):
+        path = run_one(req, out, plan.ds, plan.mode, params, view, name, cls, plan.preset,
+                       seed, f"[{i}/{len(cells)}]")
+        if path is not None:  # None: another process is running it
+            written.append(path)
     if req.leaderboard:
         from .leaderboard import build_leaderboard
 
@@ -87,14 +125,12 @@ def _run(req: RunRequest, out: Path) -> list[Path]:
     return written
 
 
-def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> Path | None:
-    """One run: compose its config, skip it if stored, else train, score and store it."""
+def resolve_cell(req, ds, mode, params, view, name, cls, preset, seed) -> Resolved:
+    """Compose one run's config, finish its view and compute its key."""
     cfg = compose_run(name, cls, preset, flag_overrides(req, params, ds), req.overrides)
     mcfg = to_method_config(cls, cfg)
     device = resolve_device(cfg.engine.device)
     precision = resolve_precision(cfg.engine.precision, device)
-    if cfg.engine.threads:
-        torch.set_num_threads(int(cfg.engine.threads))
     pv = finish_view(view, as_dict(cfg.protocol),
                      leaked_test(ds, cfg, mode) if cfg.protocol.dedup_test else None)
     if cfg.engine.select == "val" and pv.val is None:
@@ -114,6 +150,17 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
         resolved["data"]["extras"] = {name: {"hash": e["hash"], "kind": e["kind"]}
                                       for name, e in pv.record["extras"].items()}
     key = run_key(ds.name, pv, name, seed, resolved, added_at_default(cls.Config))
+    return Resolved(cfg, mcfg, device, precision, channels_last, pv, method, resolved, key)
+
+
+def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> Path | None:
+    """One run: compose its config, skip it if stored, else train, score and store it."""
+    r = resolve_cell(req, ds, mode, params, view, name, cls, preset, seed)
+    cfg, mcfg, device, precision, pv, method, resolved, key = (
+        r.cfg, r.mcfg, r.device, r.precision, r.view, r.method, r.resolved, r.key)
+    channels_last = r.channels_last
+    if cfg.engine.threads:
+        torch.set_num_threads(int(cfg.engine.threads))
     result_path = key.result_path(out)
     label = f"{tag} {name} · {key.protocol} · seed {seed} · {ds.name}"
     if result_path.exists() and not req.force:
@@ -170,7 +217,7 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
             preset_source=(getattr(cls, "preset_sources", {}) or {}).get(preset, "ferbench"),
             resolved=resolved, ds=ds, res=res, scores=scores, noise_file=noise_file,
             device=describe(device), precision=precision, weights_info=weights_info,
-            wall=time.time() - t0)
+            wall=time.time() - t0, command=req.command)
         write_arrays(stem.with_suffix(".npz"), pv, res)
         write_weights(stem.parent / f"{stem.name}.weights.pt",
                       trainable_state(res.model, ctx.frozen_modules), key)

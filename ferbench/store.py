@@ -53,7 +53,8 @@ def write_weights(path: Path, state: dict, key: RunKey) -> None:
 
 def make_record(*, key: RunKey, view, provided, preset: str, preset_source: str,
                 resolved: dict, ds, res, scores: dict, noise_file: dict | None,
-                device: dict, precision: str, weights_info: list, wall: float) -> RunRecord:
+                device: dict, precision: str, weights_info: list, wall: float,
+                command: str | None = None) -> RunRecord:
     """The result record of a finished run."""
     import timm
 
@@ -83,7 +84,7 @@ def make_record(*, key: RunKey, view, provided, preset: str, preset_source: str,
         classes_scored=scores["classes_scored"], reliability=scores["reliability"],
         rejection_curve=scores["rejection_curve"], ambiguity=scores["curves"].get("ambiguity"),
         noise_detection=scores.get("noise_detection"), noise_summary=scores.get("noise_summary"),
-        method_results=res.method_results, command=" ".join(sys.argv),
+        method_results=res.method_results, command=command or " ".join(sys.argv),
         noise_summary_epochs=scores.get("noise_summary_epochs") or {},
         distributions=scores.get("distributions") or {}, members=scores.get("members"),
         prediction_extras=scores.get("prediction_extras") or [],

@@ -58,6 +58,8 @@ class Table:
     columns: list
     cells: dict            # (row name, column label) -> Cell
     specs: dict            # column label -> Spec
+    marks: dict = field(default_factory=dict)   # (row name, column label) -> mark after the cell
+    footnote: str = ""     # markdown shown under the table (what the marks mean)
 
     def cell(self, row: str, column: str) -> Cell | None:
         return self.cells.get((row, column))
@@ -87,8 +89,9 @@ class Table:
 
     def markdown(self) -> str:
         bold = {c: self.best(c) for c in self.columns}
-        body = [[escape(r)] + [f"**{self.text(r, c)}**" if r in bold[c] else self.text(r, c)
-                               for c in self.columns] for r in self.rows]
+        body = [[escape(r)] + [(f"**{self.text(r, c)}**" if r in bold[c] else self.text(r, c))
+                               + self.marks.get((r, c), "") for c in self.columns]
+                for r in self.rows]
         return tabulate(body, headers=["method"] + [escape(c) for c in self.columns],
                         tablefmt="github", disable_numparse=True)
 

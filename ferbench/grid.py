@@ -1,0 +1,220 @@
+"""A grid file: a whole leaderboard written down (datasets × methods × protocols × seeds).
+
+It expands into the same run requests the `ferbench run` flags make, one per dataset and
+method entry; paths in it are relative to the file's folder. Every entry is checked here
+for its shape; names, presets and config keys are checked by the planner, before any run.
+
+```yaml
+vars: {ferplus: ${oc.env:FERPLUS_ROOT,~/data/ferplus}}  # --var ferplus=DIR overrides
+datasets:
+  ferplus: {root: ${vars.ferplus}}                     # root, layout, options, target, ...
+methods:                                               # a list of names, or name -> settings
+  baseline: {}
+  man: {preset: quick, overrides: {warmup_frac: 0.5}}
+protocols: [clean, noise30]
+seeds: [0, 1, 2]
+epochs: 4                                              # any run flag, for every method
+out: results                                           # the results folder
+leaderboard: .                                         # where leaderboard.md goes
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .planning import RunRequest
+
+# Settings a method entry, or the file for every method, may give (as `ferbench run` flags).
+FLAGS = ("epochs", "batch_size", "image_size", "backbone", "weights", "device", "precision",
+         "threads")
+DATASET_KEYS = ("name", "root", "layout", "options", "target", "target_root", "fer2013_root",
+                "extras")
+PATH_KEYS = ("root", "target_root", "fer2013_root")
+METHOD_KEYS = ("name", "preset", "overrides", *FLAGS)
+TOP_KEYS = ("vars", "datasets", "methods", "protocols", "seeds", "noise_seed", "preset",
+            "overrides", "out", "leaderboard", "slurm", *FLAGS)
+
+
+@dataclass
+class Grid:
+    """A parsed grid file: its run requests and where results and the leaderboard go."""
+
+    path: Path
+    requests: list = field(default_factory=list)   # RunRequest per dataset × method entry
+    origins: list = field(default_factory=list)    # "FILE: datasets.x × methods.y" of each
+    out: Path = Path("results")
+    leaderboard: Path | None = None                # default: the grid file's folder
+    slurm: dict = field(default_factory=dict)
+
+
+def load_grid(path, variables: dict | None = None) -> Grid:
+    """Parse `path` into run requests; any problem is one ConfigError naming file and entry."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: grid file does not exist"
+                          + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        conf = OmegaConf.load(path)
+    except Exception as e:  # yaml's errors span lines: keep the first
+        first = (str(e).strip().splitlines() or ["unreadable"])[0]
+        raise ConfigError(f"{path}: does not parse: {first}") from None
+    if not OmegaConf.is_dict(conf):
+        raise ConfigError(f"{path}: expected a mapping of datasets, methods, protocols, seeds")
+    for k, v in (variables or {}).items():
+        if "vars" not in conf or k not in conf.vars:
+            known = ", ".join(conf.vars) if "vars" in conf else "none"
+            raise ConfigError(f"--var {k}: {path} has no such variable (its vars: {known})")
+        conf.vars[k] = v
+    try:
+        data = OmegaConf.to_container(conf, resolve=True)
+    except OmegaConfBaseException as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ConfigError(f"{path}: {first}") from None
+    return _grid(path, data)
+
+
+def _grid(path: Path, data: dict) -> Grid:
+    def fail(entry: str, problem: str):
+        raise ConfigError(f"{path}: {entry}: {problem}")
+
+    _known(data, TOP_KEYS, "top level", fail)
+    base = path.parent
+
+    def where(value: str) -> str:
+        p = Path(str(value)).expanduser()
+        return str(p if p.is_absolute() else base / p)
+
+    datasets = _entries(data.get("datasets"), "datasets", fail, required=True)
+    methods = _entries(data.get("methods"), "methods", fail, required=True)
+    protocols = data.get("protocols", ["clean"])
+    if isinstance(protocols, str):
+        protocols = [protocols]
+    if not isinstance(protocols, list) or not protocols or \
+            not all(isinstance(p, str) for p in protocols):
+        fail("protocols", "expected a list such as [clean, noise30]")
+    seeds = data.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds or len(set(map(repr, seeds))) != len(seeds) \
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        fail("seeds", "expected distinct integers >= 0 such as [0, 1, 2]")
+    noise_seed = data.get("noise_seed", 0)
+    if not isinstance(noise_seed, int) or isinstance(noise_seed, bool):
+        fail("noise_seed", "expected an integer")
+    common_flags = {k: data[k] for k in FLAGS if data.get(k) is not None}
+    common_overrides = _overrides(data.get("overrides"), "overrides", fail)
+    requests, origins = [], []
+    for d_entry, d in datasets:
+        _known(d, DATASET_KEYS, d_entry, fail)
+        options = d.get("options") or {}
+        if not isinstance(options, dict):
+            fail(f"{d_entry}.options", "expected a mapping such as {n_train: 2000}")
+        for k in PATH_KEYS:
+            if d.get(k) is not None:
+                p = Path(where(d[k]))
+                if not p.exists():
+                    fail(f"{d_entry}.{k}", f"{p} does not exist")
+        extras = d.get("extras") or []
+        if not isinstance(extras, list):
+            fail(f"{d_entry}.extras", "expected a list of NAME=PATH[:image|:label]")
+        for m_entry, m in methods:
+            _known(m, METHOD_KEYS, m_entry, fail)
+            flags = {**common_flags, **{k: m[k] for k in FLAGS if m.get(k) is not None}}
+            if flags.get("weights"):
+                flags["weights"] = where(flags["weights"])
+            try:
+                requests.append(RunRequest(
+                    methods=[m["name"]], dataset=d["name"],
+                    data_root=where(d["root"]) if d.get("root") else None,
+                    layout=d.get("layout"),
+                    data_options={str(k): str(v) for k, v in options.items()},
+                    protocols=list(protocols), target=d.get("target"),
+                    target_root=where(d["target_root"]) if d.get("target_root") else None,
+                    fer2013_root=where(d["fer2013_root"]) if d.get("fer2013_root") else None,
+                    extras=[_extra(e, where) for e in extras], seeds=list(seeds),
+                    noise_seed=noise_seed, preset=m.get("preset", data.get("preset")),
+                    flags=flags,
+                    overrides=common_overrides
+                    + _overrides(m.get("overrides"), f"{m_entry}.overrides", fail)))
+            except ConfigError as e:
+                fail(f"{d_entry} × {m_entry}", str(e))
+            origins.append(f"{path}: {d_entry} × {m_entry}")
+    slurm = data.get("slurm") or {}
+    if not isinstance(slurm, dict):
+        fail("slurm", "expected a mapping such as {partition: gpu, gpus_per_task: 1}")
+    return Grid(path, requests, origins, Path(where(data.get("out", "results"))),
+                Path(where(data.get("leaderboard") or ".")), slurm)
+
+
+def _entries(value, section: str, fail, required: bool) -> list:
+    """(entry name, settings with a name) of a section given as a list or a mapping."""
+    if value is None and not required:
+        return []
+    if isinstance(value, dict) and value:
+        items = []
+        for name, settings in value.items():
+            settings = {} if settings is None else settings
+            if not isinstance(settings, dict):
+                fail(f"{section}.{name}", "expected a mapping of settings (or nothing)")
+            items.append((f"{section}.{name}", {**settings, "name": settings.get("name", name)}))
+        return items
+    if isinstance(value, list) and value:
+        items = []
+        for i, v in enumerate(value):
+            if isinstance(v, str):
+                v = {"name": v}
+            if not isinstance(v, dict) or not isinstance(v.get("name"), str):
+                fail(f"{section}[{i}]", "expected a name, or a mapping with a name")
+            items.append((f"{section}[{i}] ({v['name']})", v))
+        return items
+    fail(section, "expected a non-empty list of names or a mapping name -> settings")
+
+
+def _known(entry: dict, keys, where: str, fail) -> None:
+    import difflib
+
+    for k in entry:
+        if k not in keys:
+            close = difflib.get_close_matches(str(k), keys, n=1)
+            fail(where, f"unknown key {k!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                 + f" (known: {', '.join(keys)})")
+
+
+def _overrides(value, where: str, fail) -> list[str]:
+    """`KEY=VALUE` texts from a mapping (values as YAML gave them) or a list of texts."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [f"{k}={_text(v)}" for k, v in value.items()]
+    if isinstance(value, list) and all(isinstance(v, str) and "=" in v for v in value):
+        return list(value)
+    fail(where, "expected a mapping such as {lr: 0.01} or a list of KEY=VALUE")
+
+
+def _text(v) -> str:
+    """A YAML value in hydra's override grammar (`[a,b]`, `{k:v}`, `true`, `null`)."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + ",".join(_text(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{_text(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+def _extra(text: str, where) -> str:
+    """`NAME=PATH[:kind]` with PATH made relative to the grid file's folder."""
+    name, sep, rest = str(text).partition("=")
+    if not sep:
+        return text  # the planner names the malformed spec
+    path, colon, kind = rest.rpartition(":") if rest.endswith((":image", ":label")) \
+        else (rest, "", "")
+    return f"{name}={where(path)}{colon}{kind}"

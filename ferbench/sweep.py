@@ -1,0 +1,496 @@
+"""A sweep: the cells of one or more run requests, spread over worker processes by submitit.
+
+The parent checks every request and computes every cell's run key before any cell starts
+(bad input fails here, as for a plain run), decodes every cache the cells need (once, never
+by several workers at once), then hands the cells that have no result to submitit: its
+local executor (`--jobs N` processes on this machine, the threads divided between them, the
+GPUs shared) or a SLURM job array. Each cell runs in a process of its own through the same
+`run()` as `ferbench run`, so run keys, skip-done, resume, the shared noise file and the
+per-key lock hold as they do there. A cell that fails leaves a failure record and the
+others go on; starting the same sweep again runs only what has no result.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import ConfigError, FerbenchError
+from .progress import console
+
+# The sweep's own files in the results folder: cell logs, failure records, submitit's folder.
+SWEEP_DIR = "sweep"
+LAUNCHERS = ("local", "slurm")
+# Slurm settings a grid file's `slurm:` section (or `--slurm KEY=VALUE`) may give, as
+# submitit's SlurmExecutor names them; `sbatch` holds any other #SBATCH option.
+SLURM_KEYS = {"partition": "partition", "gpus_per_task": "gpus_per_task",
+              "cpus_per_task": "cpus_per_task", "mem_gb": "mem", "time_min": "time",
+              "array_parallelism": "array_parallelism", "setup": "setup",
+              "sbatch": "additional_parameters"}
+POLL_S = 0.5
+
+
+@dataclass
+class CellSpec:
+    """What a worker needs to run one cell (pickled by submitit)."""
+
+    request: object            # a RunRequest of one method, one protocol, one seed
+    label: str
+    log: str
+    failure: str
+    parent_pid: int | None     # local workers stop when the sweep's process is gone
+
+
+@dataclass
+class Cell:
+    spec: CellSpec
+    key: object
+    stored: bool
+    method: str
+    preset: str
+    dataset: str
+    estimate_s: float | None = None
+
+
+@dataclass
+class Summary:
+    done: list = field(default_factory=list)       # (label, wall s, peak MiB)
+    skipped: list = field(default_factory=list)    # (label, why)
+    failed: list = field(default_factory=list)     # (label, error line, log)
+    interrupted: bool = False
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def plan_sweep(requests, out: Path, *, force: bool, jobs: int, launcher: str,
+               decode: bool = True, show_progress: bool | None = None,
+               origins: list | None = None) -> list[Cell]:
+    """Every cell of `requests` with its key and whether it is stored; with `decode`, every
+    cache a cell to run needs decoded. A request's problem is named by its `origins` entry."""
+    threads = max(1, cores() // jobs) if launcher == "local" else None
+    cells, seen = [], set()
+    for n, req in enumerate(requests):
+        # A sweep always continues an interrupted cell from its checkpoint.
+        req = replace(req, out=str(out), force=force, resume=True, show_progress=show_progress)
+        try:
+            found = _request_cells(req, out, threads, decode, show_progress, launcher, seen)
+        except FerbenchError as e:
+            if not origins:
+                raise
+            raise ConfigError(f"{origins[n]}: {e}") from None
+        cells += found
+    _estimate(cells, out)
+    return cells
+
+
+def _request_cells(req, out, threads, decode, show_progress, launcher, seen) -> list[Cell]:
+    from .data.cache import load_cached
+    from .planning import request_command
+    from .runner import prepare, resolve_cell
+
+    cells = []
+    plan = prepare(req)
+    protocol_of = {id(view): text for (_, view), text in zip(plan.views, req.protocols)}
+    for params, view, name, cls, seed in plan.cells():
+        flags = dict(req.flags)
+        if threads and not flags.get("threads"):
+            flags["threads"] = threads  # the machine's cores divided among the workers
+        one = replace(req, methods=[name], protocols=[protocol_of[id(view)]], seeds=[seed],
+                      flags=flags, leaderboard=False, show_progress=False)
+        one.command = request_command(one)
+        r = resolve_cell(one, plan.ds, plan.mode, params, view, name, cls, plan.preset, seed)
+        if r.key in seen:
+            continue  # the same run twice in a grid (two entries alike)
+        seen.add(r.key)
+        path = r.key.result_path(out)
+        stored = not req.force and path.exists() and _readable(path)
+        if decode and not stored:
+            # Decoded now, in this process, so that no two workers decode one cache.
+            for samples in (r.view.train, r.view.val, r.view.test):
+                if samples is not None:
+                    load_cached(samples, int(r.mcfg.image_size), plan.mode,
+                                show_progress=show_progress)
+        slug = _slug(r.key)
+        spec = CellSpec(one, f"{name} · {r.key.protocol} · seed {seed} · {plan.ds.name}",
+                        str(out / SWEEP_DIR / "logs" / f"{slug}.log"),
+                        str(out / SWEEP_DIR / "failed" / f"{slug}.json"),
+                        os.getpid() if launcher == "local" else None)
+        cells.append(Cell(spec, r.key, stored, name, plan.preset, plan.ds.name))
+    return cells
+
+
+def _slug(key) -> str:
+    text = f"{key.dataset}-{key.protocol}-{key.method}-seed{key.seed}-{key.config_hash[:8]}"
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
+
+
+def _readable(path: Path) -> bool:
+    from .results import read_result
+
+    try:
+        read_result(path)
+    except FerbenchError:
+        return False
+    return True
+
+
+def _estimate(cells: list[Cell], out: Path) -> None:
+    """Each cell's expected wall time: the median of stored runs of its method, preset and
+    dataset (any protocol or seed); None where there are none."""
+    from .results import read_results
+
+    times: dict = {}
+    if out.is_dir():
+        for r in read_results(out):
+            w = r.get("wall_time_s")
+            if isinstance(w, (int, float)):
+                k = ((r.get("key") or {}).get("dataset"), (r.get("key") or {}).get("method"),
+                     (r.get("method") or {}).get("preset"))
+                times.setdefault(k, []).append(float(w))
+    for c in cells:
+        found = times.get((c.dataset, c.method, c.preset))
+        c.estimate_s = statistics.median(found) if found else None
+
+
+def remaining_estimate(cells: list[Cell], jobs: int) -> str:
+    todo = [c for c in cells if not c.stored]
+    if not todo:
+        return "nothing left to run"
+    known = [c.estimate_s for c in todo if c.estimate_s is not None]
+    unknown = len(todo) - len(known)
+    if not known:
+        return "unknown (no stored run of these methods, presets and datasets)"
+    total = sum(known)
+    text = f"about {_hms(total)} of runs" + (f", {_hms(total / jobs)} at --jobs {jobs}"
+                                            if jobs > 1 else "")
+    return text + (f", plus {unknown} cells of unknown time" if unknown else "")
+
+
+def _hms(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def print_dry_run(cells: list[Cell], jobs: int) -> None:
+    from tabulate import tabulate
+
+    rows = [[c.spec.label, "stored" if c.stored else "to run",
+             "–" if c.stored else ("unknown" if c.estimate_s is None else _hms(c.estimate_s))]
+            for c in cells]
+    print(tabulate(rows, headers=["cell", "status", "estimate"], disable_numparse=True))
+    stored = sum(c.stored for c in cells)
+    print(f"{len(cells)} cells: {stored} stored, {len(cells) - stored} to run; time still "
+          f"needed: {remaining_estimate(cells, jobs)}")
+
+
+# ---- the worker side ------------------------------------------------------------------
+
+
+def execute_cell(spec: CellSpec) -> dict:
+    """Run one cell in this (worker) process; its output goes to the cell's log file.
+    Returns an outcome; a failure is returned (with its one line), not raised."""
+    import resource
+
+    log = Path(spec.log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {spec.label} (pid {os.getpid()})\n")
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    sys.stdout.flush(), sys.stderr.flush()
+    os.dup2(fd, 1), os.dup2(fd, 2)
+    if spec.parent_pid:
+        _stop_with(spec.parent_pid)
+    from .runner import run
+
+    t0 = time.time()
+    try:
+        written = run(spec.request)
+    except FerbenchError as e:
+        return _failed(spec, str(e))
+    except Exception as e:  # a bug in a method: the cell fails, the sweep goes on
+        import traceback
+
+        traceback.print_exc()
+        first = (str(e).strip().splitlines() or [""])[0]
+        return _failed(spec, f"internal error: {type(e).__name__}: {first}")
+    Path(spec.failure).unlink(missing_ok=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    if not written:
+        return {"status": "busy", "wall_s": time.time() - t0}
+    return {"status": "done", "wall_s": time.time() - t0, "peak_mib": peak,
+            "path": str(written[0])}
+
+
+def _failed(spec: CellSpec, error: str) -> dict:
+    from .results import write_json
+
+    print(f"ferbench: error: {error}", file=sys.stderr, flush=True)
+    record = {"cell": spec.label, "error": error, "log": spec.log,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "request": {k: v for k, v in vars(spec.request).items()}}
+    write_json(spec.failure, record)
+    return {"status": "failed", "error": error, "log": spec.log}
+
+
+def _stop_with(pid: int) -> None:
+    """Interrupt this worker (as Ctrl-C would) once the sweep process `pid` is gone, so a
+    killed sweep leaves no training behind; its checkpoint lets the next sweep resume."""
+    import signal
+    import threading
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+# ---- the parent side ------------------------------------------------------------------
+
+
+def make_executor(launcher: str, out: Path, slurm: dict):
+    """submitit's executor for `launcher`, its jobs' files under `out/sweep/submitit`."""
+    import submitit
+
+    folder = out / SWEEP_DIR / "submitit"
+    if launcher == "local":
+        ex = submitit.LocalExecutor(folder=folder)
+        ex.update_parameters(timeout_min=60 * 24 * 30)  # a run ends when it ends
+        return ex
+    if not shutil.which("sbatch"):
+        raise ConfigError("--launcher slurm: there is no sbatch on this machine (run the sweep "
+                          "on the cluster's login node; --launcher local runs the same cells "
+                          "here)")
+    ex = submitit.SlurmExecutor(folder=folder)
+    ex.update_parameters(**slurm_parameters(slurm))
+    return ex
+
+
+def slurm_parameters(slurm: dict) -> dict:
+    """submitit SlurmExecutor parameters from the grid's `slurm:` settings."""
+    params = {"job_name": "ferbench", "time": 24 * 60}
+    for k, v in slurm.items():
+        if k not in SLURM_KEYS:
+            import difflib
+
+            close = difflib.get_close_matches(k, list(SLURM_KEYS), n=1)
+            raise ConfigError(f"slurm setting {k!r} is unknown"
+                              + (f"; did you mean {close[0]!r}?" if close else "")
+                              + f" (known: {', '.join(SLURM_KEYS)}; any other #SBATCH option "
+                              f"goes in sbatch: {{name: value}})")
+        if k == "mem_gb":
+            v = f"{v}GB"
+        if k == "setup" and isinstance(v, str):
+            v = [v]
+        params[SLURM_KEYS[k]] = v
+    return params
+
+
+def launch(cells: list[Cell], *, launcher: str, jobs: int, out: Path, slurm: dict,
+           gpus: int = 0, show_progress: bool | None = None) -> Summary:
+    """Run the cells without a result; return what became of each."""
+    summary = Summary()
+    todo = [c for c in cells if not c.stored]
+    for c in cells:
+        if c.stored:
+            summary.skipped.append((c.spec.label, "stored result"))
+    if not todo:
+        return summary
+    executor = make_executor(launcher, out, slurm)
+    slots = len(todo) if launcher == "slurm" else jobs
+    pending, running = list(todo), {}
+    free = list(range(slots))
+    t0 = time.time()
+    env = _worker_env(jobs) if launcher == "local" else {}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # submitit's local jobs start with this process's environment
+    display = _Display(len(todo), jobs, show_progress)
+    try:
+        if launcher == "slurm":
+            executor.update_parameters(array_parallelism=int(slurm.get("array_parallelism",
+                                                                       jobs)))
+            handles = executor.map_array(execute_cell, [c.spec for c in todo])
+            running = {h: (c, 0) for h, c in zip(handles, todo)}
+            pending = []
+            console.print(f"sweep: {len(todo)} cells submitted as SLURM job array "
+                          f"{handles[0].job_id.split('_')[0]}", highlight=False)
+        while pending or running:
+            while pending and free:
+                cell, slot = pending.pop(0), free.pop(0)
+                if gpus:
+                    executor.update_parameters(visible_gpus=[slot % gpus], gpus_per_node=1)
+                running[executor.submit(execute_cell, cell.spec)] = (cell, slot)
+            display.update(summary, len(running), t0)
+            finished = [h for h in running if h.done()]
+            if not finished:
+                time.sleep(POLL_S)
+                continue
+            for h in finished:
+                cell, slot = running.pop(h)
+                free.append(slot)
+                _record(summary, cell, h)
+                display.event(cell, summary)
+        display.update(summary, 0, t0)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        for h in running:
+            h.cancel()
+    finally:
+        display.close()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return summary
+
+
+def _worker_env(jobs: int) -> dict:
+    """Each local worker's OpenMP/BLAS pools sized to its share of the cores, so N workers
+    never run more threads than the machine has."""
+    n = str(max(1, cores() // jobs))
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}
+
+
+def _record(summary: Summary, cell: Cell, handle) -> None:
+    try:
+        outcome = handle.result()
+    except Exception as e:  # the worker died (killed, out of memory, cancelled job)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        error = f"the worker stopped without a result ({type(e).__name__}: {first[:200]})"
+        from .results import write_json
+
+        write_json(cell.spec.failure, {"cell": cell.spec.label, "error": error,
+                                       "log": cell.spec.log,
+                                       "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        summary.failed.append((cell.spec.label, error, cell.spec.log))
+        return
+    status = outcome.get("status")
+    if status == "done":
+        summary.done.append((cell.spec.label, outcome["wall_s"], outcome.get("peak_mib")))
+    elif status == "busy":
+        summary.skipped.append((cell.spec.label, "running in another ferbench process"))
+    else:
+        summary.failed.append((cell.spec.label, outcome.get("error", "?"), cell.spec.log))
+
+
+class _Display:
+    """The sweep's progress: a live line on a terminal, one line per finished cell otherwise."""
+
+    def __init__(self, total: int, jobs: int, enabled: bool | None):
+        self.total, self.jobs = total, jobs
+        self.live = sys.stderr.isatty() if enabled is None else enabled
+        self.bar = None
+        if self.live:
+            from rich.progress import Progress, TextColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), console=console,
+                                transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("sweep", total=total)
+
+    def _text(self, summary: Summary, running: int, t0: float) -> str:
+        n_done = len(summary.done)
+        walls = [w for _, w, _ in summary.done]
+        left = self.total - n_done - len(summary.failed) - running
+        eta = ""
+        if walls:
+            eta = f" · about {_hms(statistics.mean(walls) * (left + running / 2) / self.jobs)} left"
+        return (f"sweep: {n_done}/{self.total} done · {running} running · "
+                f"{len(summary.failed)} failed · {_hms(time.time() - t0)} elapsed{eta}")
+
+    def update(self, summary: Summary, running: int, t0: float) -> None:
+        self._t0 = t0
+        if self.bar is not None:
+            self.bar.update(self.task, description=self._text(summary, running, t0))
+
+    def event(self, cell: Cell, summary: Summary) -> None:
+        if summary.done and summary.done[-1][0] == cell.spec.label:
+            what = f"done in {summary.done[-1][1]:.0f} s"
+        elif summary.failed and summary.failed[-1][0] == cell.spec.label:
+            what = f"FAILED: {summary.failed[-1][1]} (log: {summary.failed[-1][2]})"
+        else:
+            what = "skipped: " + summary.skipped[-1][1]
+        console.print(f"[{len(summary.done) + len(summary.failed)}/{self.total}] "
+                      f"{cell.spec.label}: {what}", highlight=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def print_summary(summary: Summary, t0: float) -> None:
+    done, skipped, failed = summary.done, summary.skipped, summary.failed
+    console.print(f"sweep: {len(done)} done, {len(skipped)} skipped, {len(failed)} failed"
+                  f" in {_hms(time.time() - t0)}"
+                  + (f" (cells' own time {_hms(sum(w for _, w, _ in done))})" if done else ""),
+                  highlight=False)
+    for label, why in skipped:
+        if why != "stored result":
+            console.print(f"  skipped {label}: {why}", highlight=False)
+    for label, error, log in failed:
+        console.print(f"  failed {label}: {error} (log: {log})", highlight=False)
+    if summary.interrupted:
+        console.print("sweep interrupted: the same command runs what is missing, resuming "
+                      "interrupted cells from their checkpoints", highlight=False)
+
+
+def run_sweep(requests, out, *, jobs: int = 1, launcher: str = "local", slurm: dict | None = None,
+              dry_run: bool = False, force: bool = False, leaderboard: bool = True,
+              leaderboard_out=None, gpus: int = 0, origins: list | None = None,
+              show_progress: bool | None = None) -> Summary | None:
+    """Plan, launch and summarise a sweep; rebuild the leaderboard. None for a dry run."""
+    from .results import check_writable
+
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"unknown launcher {launcher!r} (use {' or '.join(LAUNCHERS)})")
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: expected 1 or more")
+    slurm = slurm or {}
+    if launcher == "slurm":
+        slurm_parameters(slurm)  # unknown settings fail before any cell
+        if not dry_run:
+            make_executor(launcher, Path(out), slurm)  # no sbatch: one line, now
+    out = check_writable(out, create=False)
+    t0 = time.time()
+    cells = plan_sweep(requests, out, force=force, jobs=jobs, launcher=launcher,
+                       decode=not dry_run, show_progress=show_progress, origins=origins)
+    if dry_run:
+        print_dry_run(cells, jobs)
+        return None
+    todo = sum(not c.stored for c in cells)
+    where = (f"{jobs} local worker{'s' if jobs > 1 else ''}, "
+             f"{max(1, cores() // jobs)} threads each" if launcher == "local"
+             else "a SLURM job array")
+    console.print(f"sweep: {len(cells)} cells, {len(cells) - todo} stored, {todo} to run on "
+                  f"{where}; time still needed: {remaining_estimate(cells, jobs)}",
+                  highlight=False)
+    summary = launch(cells, launcher=launcher, jobs=jobs, out=out, slurm=slurm, gpus=gpus,
+                     show_progress=show_progress)
+    print_summary(summary, t0)
+    if leaderboard and not summary.interrupted and out.is_dir():
+        from .leaderboard import build_leaderboard
+        from .results import read_results
+
+        if read_results(out):
+            board = build_leaderboard(out, leaderboard_out)
+            console.print(f"leaderboard: {board['markdown']}", highlight=False)
+    return summary
