@@ -226,6 +226,7 @@ def execute_cell(spec: CellSpec) -> dict:
         return _failed(spec, f"internal error: {type(e).__name__}: {first}")
     Path(spec.failure).unlink(missing_ok=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(f"peak resident memory of this worker: {peak:.0f} MiB", flush=True)
     if not written:
         return {"status": "busy", "wall_s": time.time() - t0}
     return {"status": "done", "wall_s": time.time() - t0, "peak_mib": peak,
@@ -384,12 +385,23 @@ def _record(summary: Summary, cell: Cell, handle) -> None:
         summary.failed.append((cell.spec.label, error, cell.spec.log))
         return
     status = outcome.get("status")
+    if status in ("done", "busy"):
+        _forget(handle)
     if status == "done":
         summary.done.append((cell.spec.label, outcome["wall_s"], outcome.get("peak_mib")))
     elif status == "busy":
         summary.skipped.append((cell.spec.label, "running in another ferbench process"))
     else:
         summary.failed.append((cell.spec.label, outcome.get("error", "?"), cell.spec.log))
+
+
+def _forget(handle) -> None:
+    """A finished job's submitit files (its pickles and logs; the cell has its own log)."""
+    paths = getattr(handle, "paths", None)
+    for name in ("submitted_pickle", "result_pickle", "stdout", "stderr", "submission_file"):
+        path = getattr(paths, name, None)
+        if path is not None:
+            Path(path).unlink(missing_ok=True)
 
 
 class _Display:
