@@ -5,7 +5,7 @@ method entry; paths in it are relative to the file's folder. Every entry is chec
 for its shape; names, presets and config keys are checked by the planner, before any run.
 
 ```yaml
-vars: {ferplus: ${oc.env:FERPLUS_ROOT,~/data/ferplus}}  # --var ferplus=DIR overrides
+vars: {ferplus: ${oc.env:FERPLUS_ROOT}}               # --var ferplus=DIR overrides
 datasets:
   ferplus: {root: ${vars.ferplus}}                     # root, layout, options, target, ...
 methods:                                               # a list of names, or name -> settings
@@ -75,7 +75,8 @@ def load_grid(path, variables: dict | None = None) -> Grid:
         data = OmegaConf.to_container(conf, resolve=True)
     except OmegaConfBaseException as e:
         first = (str(e).strip().splitlines() or [""])[0]
-        raise ConfigError(f"{path}: {first}") from None
+        key = getattr(e, "full_key", None)
+        raise ConfigError(f"{path}: {key + ': ' if key else ''}{first}") from None
     return _grid(path, data)
 
 

@@ -276,13 +276,66 @@ def make_executor(launcher: str, out: Path, slurm: dict):
         ex = submitit.LocalExecutor(folder=folder)
         ex.update_parameters(timeout_min=60 * 24 * 30)  # a run ends when it ends
         return ex
+    check_sbatch()
+    ex = submitit.SlurmExecutor(folder=folder)
+    ex.update_parameters(**slurm_parameters(slurm))
+    return ex
+
+
+def check_sbatch() -> None:
     if not shutil.which("sbatch"):
         raise ConfigError("--launcher slurm: there is no sbatch on this machine (run the sweep "
                           "on the cluster's login node; --launcher local runs the same cells "
                           "here)")
-    ex = submitit.SlurmExecutor(folder=folder)
-    ex.update_parameters(**slurm_parameters(slurm))
-    return ex
+
+
+# SLURM states of a job that will still run, or runs: its cell must not be submitted again.
+SLURM_ALIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED",
+               "RESIZING", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT")
+
+
+def _slurm_record(out: Path) -> Path:
+    return out / SWEEP_DIR / "slurm-jobs.json"
+
+
+def still_queued(cells: list, out: Path, job_state=None) -> dict:
+    """Cells whose SLURM job of an earlier sweep is still queued or running: cell label ->
+    job id. Read from the sweep's record of the jobs it submitted, not from file locks, which
+    do not hold across NFS. `job_state(job_id)` (default: sacct through submitit)."""
+    import json
+
+    path = _slurm_record(out)
+    if not path.exists():
+        return {}
+    try:
+        jobs = json.loads(path.read_text())
+    except ValueError:
+        return {}
+    if job_state is None:
+        import submitit
+
+        def job_state(job_id):
+            return submitit.SlurmJob(folder=out / SWEEP_DIR / "submitit", job_id=job_id).state
+    found = {}
+    for c in cells:
+        job_id = jobs.get(Path(c.spec.log).stem)
+        if job_id and str(job_state(job_id)).split()[0].upper() in SLURM_ALIVE:
+            found[c.spec.label] = job_id
+    return found
+
+
+def _remember_jobs(out: Path, cells: list, handles: list) -> None:
+    import json
+
+    from .results import write_json
+
+    path = _slurm_record(out)
+    try:
+        jobs = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        jobs = {}
+    jobs.update({Path(c.spec.log).stem: h.job_id for c, h in zip(cells, handles)})
+    write_json(path, jobs)
 
 
 def slurm_parameters(slurm: dict) -> dict:
@@ -313,6 +366,13 @@ def launch(cells: list[Cell], *, launcher: str, jobs: int, out: Path, slurm: dic
     for c in cells:
         if c.stored:
             summary.skipped.append((c.spec.label, "stored result"))
+    if launcher == "slurm":
+        queued = still_queued(todo, out)
+        for c in todo:
+            if c.spec.label in queued:
+                summary.skipped.append((c.spec.label, f"still queued or running as SLURM job "
+                                                      f"{queued[c.spec.label]}"))
+        todo = [c for c in todo if c.spec.label not in queued]
     if not todo:
         return summary
     executor = make_executor(launcher, out, slurm)
@@ -329,6 +389,7 @@ def launch(cells: list[Cell], *, launcher: str, jobs: int, out: Path, slurm: dic
             executor.update_parameters(array_parallelism=int(slurm.get("array_parallelism",
                                                                        jobs)))
             handles = executor.map_array(execute_cell, [c.spec for c in todo])
+            _remember_jobs(out, todo, handles)
             running = {h: (c, 0) for h, c in zip(handles, todo)}
             pending = []
             console.print(f"sweep: {len(todo)} cells submitted as SLURM job array "
@@ -480,7 +541,7 @@ def run_sweep(requests, out, *, jobs: int = 1, launcher: str = "local", slurm: d
     if launcher == "slurm":
         slurm_parameters(slurm)  # unknown settings fail before any cell
         if not dry_run:
-            make_executor(launcher, Path(out), slurm)  # no sbatch: one line, now
+            check_sbatch()  # one line, before any planning
     out = check_writable(out, create=False)
     t0 = time.time()
     cells = plan_sweep(requests, out, force=force, jobs=jobs, launcher=launcher,

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from ferbench.cli import cli
 from ferbench.grid import load_grid
 from ferbench.planning import RunRequest
-from ferbench.sweep import plan_sweep, slurm_parameters
+from ferbench.sweep import plan_sweep, slurm_parameters, still_queued
 
 TINY_OPTIONS = {"n_train": "96", "n_val": "0", "n_test": "48"}
 TINY = ["-o", "n_train=96", "-o", "n_test=48", "--epochs", "2", "--batch-size", "16",
@@ -286,3 +286,15 @@ def test_slurm_settings_reach_the_sbatch_script(tmp_path, monkeypatch):
         assert line in script
     with pytest.raises(Exception, match="did you mean 'partition'"):
         slurm_parameters({"partiton": "gpu"})
+
+
+def test_a_cell_whose_slurm_job_is_still_queued_is_not_submitted_again(tmp_path, cache):
+    out = tmp_path / "results"
+    req = RunRequest(methods=["baseline"], seeds=[0, 1, 2], data_options=TINY_OPTIONS)
+    cells = plan_sweep([req], out, force=False, jobs=1, launcher="slurm", decode=False)
+    (out / "sweep").mkdir(parents=True)
+    (out / "sweep" / "slurm-jobs.json").write_text(json.dumps(
+        {Path(c.spec.log).stem: f"77_{i}" for i, c in enumerate(cells)}))
+    states = {"77_0": "RUNNING", "77_1": "PENDING", "77_2": "CANCELLED by 1000"}
+    queued = still_queued(cells, out, job_state=states.get)
+    assert queued == {cells[0].spec.label: "77_0", cells[1].spec.label: "77_1"}
