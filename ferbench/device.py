@@ -62,6 +62,50 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+# Cores other processes keep busy, from this fraction of a core on, leave this run's threads.
+SHARED_CORE = 0.5
+
+
+def busy_cores(sample_s: float = 0.25) -> float | None:
+    """Cores kept busy by the machine's processes over `sample_s` seconds (this one sleeping
+    meanwhile), from /proc/stat; None where there is none (not Linux)."""
+    import time
+
+    def snapshot():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return sum(values[:8]), values[3] + values[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = snapshot()
+        time.sleep(sample_s)
+        total1, idle1 = snapshot()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    import os
+
+    busy = 1 - (idle1 - idle0) / (total1 - total0)
+    return busy * (os.cpu_count() or 1)
+
+
+def shared_cpu_threads(device: torch.device) -> tuple[int, float] | None:
+    """(threads, busy cores) for a CPU run on a machine that other processes keep busy: the
+    cores they leave free, at least one; None when the machine is free (torch's default
+    then). Measured on 2 cores beside a training neighbour, ResNet-18 at 112 px: 11-38 img/s
+    with torch's 2 threads, whose parallel regions wait on a descheduled thread, against
+    49-51 img/s with one (benchmarks/bench_neighbour.py)."""
+    if device.type != "cpu":
+        return None
+    busy = busy_cores()
+    have = torch.get_num_threads()
+    if busy is None or busy < SHARED_CORE:
+        return None
+    threads = max(1, min(have, round(have - busy)))
+    return (threads, busy) if threads < have else None
+
+
 def describe(device: torch.device) -> dict:
     if device.type == "cuda":
         return {"type": "cuda", "name": torch.cuda.get_device_name(device),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ from .config import as_dict, compose_run, to_method_config
 from .config.settings import added_at_default
 from .context import build_context
 from .data.augment import resolve_view
-from .device import describe, resolve_channels_last, resolve_device, resolve_precision
+from .device import (describe, resolve_channels_last, resolve_device, resolve_precision,
+                     shared_cpu_threads)
 from .engine import Engine
 from .errors import ConfigError, FerbenchError, PluginError
 from .extras import attach_extras
@@ -156,11 +158,20 @@ def resolve_cell(req, ds, mode, params, view, name, cls, preset, seed) -> Resolv
 def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> Path | None:
     """One run: compose its config, skip it if stored, else train, score and store it."""
     r = resolve_cell(req, ds, mode, params, view, name, cls, preset, seed)
+    if r.cfg.engine.threads:
+        torch.set_num_threads(int(r.cfg.engine.threads))
+        return _run_one(req, out, ds, mode, r, name, cls, seed, preset, tag)
+    before = torch.get_num_threads()
+    try:
+        return _run_one(req, out, ds, mode, r, name, cls, seed, preset, tag)
+    finally:
+        torch.set_num_threads(before)  # a shared machine's choice ends with its run
+
+
+def _run_one(req, out, ds, mode, r, name, cls, seed, preset, tag) -> Path | None:
     cfg, mcfg, device, precision, pv, method, resolved, key = (
         r.cfg, r.mcfg, r.device, r.precision, r.view, r.method, r.resolved, r.key)
     channels_last = r.channels_last
-    if cfg.engine.threads:
-        torch.set_num_threads(int(cfg.engine.threads))
     result_path = key.result_path(out)
     label = f"{tag} {name} · {key.protocol} · seed {seed} · {ds.name}"
     if result_path.exists() and not req.force:
@@ -181,6 +192,15 @@ def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> P
                           highlight=False)
             return result_path
         console.print(f"{label} · {precision} on {device.type}", highlight=False)
+        shared = None if cfg.engine.threads else shared_cpu_threads(device)
+        if shared:
+            # Torch's threads on cores other processes keep busy wait on each other at
+            # every parallel region; the free cores train several times faster.
+            torch.set_num_threads(shared[0])
+            console.print(f"  the CPU is shared ({shared[1]:.1f} of {os.cpu_count()} cores "
+                          f"busy): training with {shared[0]} thread"
+                          f"{'s' if shared[0] > 1 else ''} (engine.threads=N pins it)",
+                          highlight=False)
         t0 = time.time()
         # A weights.pt that ferbench wrote (it carries its run key) restores the whole model;
         # any other checkpoint goes into each backbone the method builds.

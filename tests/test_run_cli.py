@@ -498,3 +498,34 @@ def test_an_interrupted_run_says_how_to_continue_it(tmp_path, monkeypatch):
     assert res.exit_code == 130
     assert res.stderr.splitlines() == ["ferbench: interrupted (the same command with --resume "
                                        "continues from the last finished epoch)"]
+
+
+def test_a_run_on_a_cpu_other_processes_keep_busy_trains_on_the_free_cores(tmp_path,
+                                                                          monkeypatch):
+    from ferbench import device
+
+    monkeypatch.setattr(device, "busy_cores", lambda: 1.8)  # a neighbour trains on 2 cores
+    monkeypatch.setenv("FERBENCH_CACHE", str(tmp_path / "cache"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    res = _run(["run", "--method", "baseline", *TINY], tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    assert "the CPU is shared (1.8 of" in res.output and "training with 1 thread" in res.output
+    (path,) = _results(tmp_path / "out")
+    assert json.loads(path.read_text())["device"]["threads"] == 1
+    assert torch.get_num_threads() == 2  # the choice ends with the run
+    torch.set_num_threads(before)
+
+
+def test_threads_follow_only_what_other_processes_use(monkeypatch):
+    from ferbench import device
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    cpu = torch.device("cpu")
+    for busy, expected in ((0.1, None), (0.4, None), (0.9, (1, 0.9)), (1.7, (1, 1.7)),
+                           (5.0, (1, 5.0))):
+        monkeypatch.setattr(device, "busy_cores", lambda busy=busy: busy)
+        assert device.shared_cpu_threads(cpu) == expected
+    assert device.shared_cpu_threads(torch.device("meta")) is None
+    torch.set_num_threads(before)
