@@ -134,6 +134,15 @@ def read_result(path: str | Path) -> dict:
     return record
 
 
+def is_readable_result(path: Path) -> bool:
+    """True when `path` is a result file ferbench can read (a stored run to skip)."""
+    try:
+        read_result(path)
+    except FerbenchError:
+        return False
+    return True
+
+
 def read_results(folder: str | Path, errors: list | None = None) -> list[dict]:
     """Every result JSON under `folder` (recursively), sorted by path.
 

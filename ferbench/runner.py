@@ -19,14 +19,14 @@ from .data.augment import resolve_view
 from .device import (describe, resolve_channels_last, resolve_device, resolve_precision,
                      shared_cpu_threads)
 from .engine import Engine
-from .errors import ConfigError, FerbenchError, PluginError
+from .errors import ConfigError, PluginError
 from .extras import attach_extras
 from .planning import (RunRequest, check_cross, flag_overrides, leaked_test, open_target,
                        plan_runs)
 from .plugins import registry
 from .progress import console
 from .protocols import finish_view
-from .results import check_writable, read_result
+from .results import check_writable, is_readable_result
 from .runkey import run_key
 from .scoring import score_run
 from .store import make_record, write_arrays, write_noise, write_record, write_weights
@@ -175,7 +175,7 @@ def _run_one(req, out, ds, mode, r, name, cls, seed, preset, tag) -> Path | None
     result_path = key.result_path(out)
     label = f"{tag} {name} · {key.protocol} · seed {seed} · {ds.name}"
     if result_path.exists() and not req.force:
-        if _readable(result_path):
+        if is_readable_result(result_path):
             console.print(f"{label}: stored result, skipped (--force reruns)", highlight=False)
             return result_path
         console.print(f"{label}: the stored result is unreadable, running it again",
@@ -187,7 +187,7 @@ def _run_one(req, out, ds, mode, r, name, cls, seed, preset, tag) -> Path | None
             console.print(f"{label}: another ferbench process is running it, skipped",
                           highlight=False)
             return None
-        if result_path.exists() and not req.force and _readable(result_path):
+        if result_path.exists() and not req.force and is_readable_result(result_path):
             console.print(f"{label}: stored by another ferbench process meanwhile, skipped",
                           highlight=False)
             return result_path
@@ -250,10 +250,3 @@ def _run_one(req, out, ds, mode, r, name, cls, seed, preset, tag) -> Path | None
                       + f" · {record.wall_time_s:.0f} s → {result_path}", highlight=False)
     return result_path
 
-
-def _readable(path: Path) -> bool:
-    try:
-        read_result(path)
-    except FerbenchError:
-        return False
-    return True

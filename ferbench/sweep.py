@@ -97,6 +97,7 @@ def plan_sweep(requests, out: Path, *, force: bool, jobs: int, launcher: str,
 def _request_cells(req, out, threads, decode, show_progress, launcher, seen) -> list[Cell]:
     from .data.cache import load_cached
     from .planning import request_command
+    from .results import is_readable_result
     from .runner import prepare, resolve_cell
 
     cells = []
@@ -114,7 +115,7 @@ def _request_cells(req, out, threads, decode, show_progress, launcher, seen) -> 
             continue  # the same run twice in a grid (two entries alike)
         seen.add(r.key)
         path = r.key.result_path(out)
-        stored = not req.force and path.exists() and _readable(path)
+        stored = not req.force and path.exists() and is_readable_result(path)
         if decode and not stored:
             # Decoded now, in this process, so that no two workers decode one cache.
             for samples in (r.view.train, r.view.val, r.view.test):
@@ -133,16 +134,6 @@ def _request_cells(req, out, threads, decode, show_progress, launcher, seen) -> 
 def _slug(key) -> str:
     text = f"{key.dataset}-{key.protocol}-{key.method}-seed{key.seed}-{key.config_hash[:8]}"
     return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
-
-
-def _readable(path: Path) -> bool:
-    from .results import read_result
-
-    try:
-        read_result(path)
-    except FerbenchError:
-        return False
-    return True
 
 
 def _estimate(cells: list[Cell], out: Path) -> None:
