@@ -18,6 +18,7 @@ import shutil
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -390,7 +391,8 @@ def launch(cells: list[Cell], *, launcher: str, jobs: int, out: Path, slurm: dic
                 cell, slot = pending.pop(0), free.pop(0)
                 if gpus:
                     executor.update_parameters(visible_gpus=[slot % gpus], gpus_per_node=1)
-                running[executor.submit(execute_cell, cell.spec)] = (cell, slot)
+                with _stderr_to(out / SWEEP_DIR / "submitit" / "controllers.log"):
+                    running[executor.submit(execute_cell, cell.spec)] = (cell, slot)
             display.update(summary, len(running), t0)
             finished = [h for h in running if h.done()]
             if not finished:
@@ -414,6 +416,24 @@ def launch(cells: list[Cell], *, launcher: str, jobs: int, out: Path, slurm: dic
             else:
                 os.environ[k] = v
     return summary
+
+
+@contextmanager
+def _stderr_to(path: Path):
+    """Processes started meanwhile (submitit's local job controllers) write their stderr to
+    `path`, not to the terminal: on Ctrl-C each would print a traceback under the sweep's
+    one line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(fd, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
 
 
 def _worker_env(jobs: int) -> dict:
