@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A packed GPU: the same synthfer grid at --jobs 1, 4, 8, 16 on one GPU; cells per hour and
-# the GPU's mean utilisation for each (nvidia-smi sampled every second); 16 cells each. Aimed at
-# on an H200 with 16 cores.
+# the GPU's mean utilisation for each (nvidia-smi sampled every second); 16 cells each,
+# aimed at under ten minutes in all on an H200 with 16 cores.
 #   bash benchmarks/gpu_sweep.sh OUT
 # On the CPU, to try the script: DEVICE=cpu JOBS="1 2" EPOCHS=1 SEEDS=0,1 bash ... OUT
 set -euo pipefail
