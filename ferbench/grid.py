@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, unknown_name
 from .planning import RunRequest
 
 # Settings a method entry, or the file for every method, may give (as `ferbench run` flags).
@@ -178,13 +178,9 @@ def _entries(value, section: str, fail, required: bool) -> list:
 
 
 def _known(entry: dict, keys, where: str, fail) -> None:
-    import difflib
-
     for k in entry:
         if k not in keys:
-            close = difflib.get_close_matches(str(k), keys, n=1)
-            fail(where, f"unknown key {k!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-                 + f" (known: {', '.join(keys)})")
+            fail(where, str(unknown_name("key", str(k), keys)))
 
 
 def _overrides(value, where: str, fail) -> list[str]:

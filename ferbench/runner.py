@@ -59,11 +59,12 @@ class Prepared:
     preset: str
 
     def cells(self):
-        """(params, view, method name, class, seed) of every run, in the order they run."""
-        for params, view in self.views:
+        """(protocol as given, params, view, method name, class, seed) of every run, in the
+        order they run."""
+        for protocol, (params, view) in zip(self.req.protocols, self.views):
             for name, cls in self.classes.items():
                 for seed in self.req.seeds:
-                    yield params, view, name, cls, seed
+                    yield protocol, params, view, name, cls, seed
 
 
 @dataclass
@@ -112,7 +113,7 @@ def _run(req: RunRequest, out: Path) -> list[Path]:
     plan = prepare(req)
     cells = list(plan.cells())
     written = []
-    for i, (params, view, name, cls, seed) in enumerate(cells, 1):
+    for i, (_, params, view, name, cls, seed) in enumerate(cells, 1):
         path = run_one(req, out, plan.ds, plan.mode, params, view, name, cls, plan.preset,
                        seed, f"[{i}/{len(cells)}]")
         if path is not None:  # None: another process is running it

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .errors import ConfigError, FerbenchError
+from .errors import ConfigError, FerbenchError, unknown_name
 from .progress import console
 
 # The sweep's own files in the results folder: cell logs, failure records, submitit's folder.
@@ -61,7 +61,7 @@ class Cell:
 
 @dataclass
 class Summary:
-    done: list = field(default_factory=list)       # (label, wall s, peak MiB)
+    done: list = field(default_factory=list)       # (label, wall s)
     skipped: list = field(default_factory=list)    # (label, why)
     failed: list = field(default_factory=list)     # (label, error line, log)
     interrupted: bool = False
@@ -103,12 +103,11 @@ def _request_cells(req, out, threads, decode, show_progress, launcher, seen) -> 
 
     cells = []
     plan = prepare(req)
-    protocol_of = {id(view): text for (_, view), text in zip(plan.views, req.protocols)}
-    for params, view, name, cls, seed in plan.cells():
+    for protocol, params, view, name, cls, seed in plan.cells():
         flags = dict(req.flags)
         if threads and not flags.get("threads"):
             flags["threads"] = threads  # the machine's cores divided among the workers
-        one = replace(req, methods=[name], protocols=[protocol_of[id(view)]], seeds=[seed],
+        one = replace(req, methods=[name], protocols=[protocol], seeds=[seed],
                       flags=flags, leaderboard=False, show_progress=False)
         one.command = request_command(one)
         r = resolve_cell(one, plan.ds, plan.mode, params, view, name, cls, plan.preset, seed)
@@ -219,21 +218,21 @@ def execute_cell(spec: CellSpec) -> dict:
     Path(spec.failure).unlink(missing_ok=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(f"peak resident memory of this worker: {peak:.0f} MiB", flush=True)
-    if not written:
-        return {"status": "busy", "wall_s": time.time() - t0}
-    return {"status": "done", "wall_s": time.time() - t0, "peak_mib": peak,
-            "path": str(written[0])}
+    return {"status": "done" if written else "busy", "wall_s": time.time() - t0}
 
 
 def _failed(spec: CellSpec, error: str) -> dict:
+    print(f"ferbench: error: {error}", file=sys.stderr, flush=True)
+    _write_failure(spec, error, request=vars(spec.request))
+    return {"status": "failed", "error": error}
+
+
+def _write_failure(spec: CellSpec, error: str, **more) -> None:
+    """The cell's failure record: its error line and its log (removed once it succeeds)."""
     from .results import write_json
 
-    print(f"ferbench: error: {error}", file=sys.stderr, flush=True)
-    record = {"cell": spec.label, "error": error, "log": spec.log,
-              "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "request": {k: v for k, v in vars(spec.request).items()}}
-    write_json(spec.failure, record)
-    return {"status": "failed", "error": error, "log": spec.log}
+    write_json(spec.failure, {"cell": spec.label, "error": error, "log": spec.log,
+                              "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **more})
 
 
 def _stop_with(pid: int) -> None:
@@ -259,7 +258,7 @@ def _stop_with(pid: int) -> None:
 # ---- the parent side ------------------------------------------------------------------
 
 
-def make_executor(launcher: str, out: Path, slurm: dict):
+def make_executor(launcher: str, out: Path, slurm: dict, jobs: int = 1):
     """submitit's executor for `launcher`, its jobs' files under `out/sweep/submitit`."""
     import submitit
 
@@ -270,7 +269,7 @@ def make_executor(launcher: str, out: Path, slurm: dict):
         return ex
     check_sbatch()
     ex = submitit.SlurmExecutor(folder=folder)
-    ex.update_parameters(**slurm_parameters(slurm))
+    ex.update_parameters(**slurm_parameters(slurm, jobs))
     return ex
 
 
@@ -286,22 +285,12 @@ SLURM_ALIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "S
                "RESIZING", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT")
 
 
-def _slurm_record(out: Path) -> Path:
-    return out / SWEEP_DIR / "slurm-jobs.json"
-
-
 def still_queued(cells: list, out: Path, job_state=None) -> dict:
     """Cells whose SLURM job of an earlier sweep is still queued or running: cell label ->
     job id. Read from the sweep's record of the jobs it submitted, not from file locks, which
     do not hold across NFS. `job_state(job_id)` (default: sacct through submitit)."""
-    import json
-
-    path = _slurm_record(out)
-    if not path.exists():
-        return {}
-    try:
-        jobs = json.loads(path.read_text())
-    except ValueError:
+    jobs = _submitted_jobs(out)
+    if not jobs:
         return {}
     if job_state is None:
         import submitit
@@ -316,32 +305,33 @@ def still_queued(cells: list, out: Path, job_state=None) -> dict:
     return found
 
 
-def _remember_jobs(out: Path, cells: list, handles: list) -> None:
+def _submitted_jobs(out: Path) -> dict:
+    """Cell slug -> SLURM job id of every job earlier sweeps into `out` submitted."""
     import json
 
+    path = out / SWEEP_DIR / "slurm-jobs.json"
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        return {}
+
+
+def _remember_jobs(out: Path, cells: list, handles: list) -> None:
     from .results import write_json
 
-    path = _slurm_record(out)
-    try:
-        jobs = json.loads(path.read_text()) if path.exists() else {}
-    except ValueError:
-        jobs = {}
+    jobs = _submitted_jobs(out)
     jobs.update({Path(c.spec.log).stem: h.job_id for c, h in zip(cells, handles)})
-    write_json(path, jobs)
+    write_json(out / SWEEP_DIR / "slurm-jobs.json", jobs)
 
 
-def slurm_parameters(slurm: dict) -> dict:
-    """submitit SlurmExecutor parameters from the grid's `slurm:` settings."""
-    params = {"job_name": "ferbench", "time": 24 * 60}
+def slurm_parameters(slurm: dict, jobs: int = 1) -> dict:
+    """submitit SlurmExecutor parameters from the grid's `slurm:` settings (array
+    parallelism: `jobs` unless they give it)."""
+    params = {"job_name": "ferbench", "time": 24 * 60, "array_parallelism": jobs}
     for k, v in slurm.items():
         if k not in SLURM_KEYS:
-            import difflib
-
-            close = difflib.get_close_matches(k, list(SLURM_KEYS), n=1)
-            raise ConfigError(f"slurm setting {k!r} is unknown"
-                              + (f"; did you mean {close[0]!r}?" if close else "")
-                              + f" (known: {', '.join(SLURM_KEYS)}; any other #SBATCH option "
-                              f"goes in sbatch: {{name: value}})")
+            raise ConfigError(f"{unknown_name('slurm setting', k, SLURM_KEYS)}; any other "
+                              f"#SBATCH option goes in sbatch: {{name: value}}")
         if k == "mem_gb":
             v = f"{v}GB"
         if k == "setup" and isinstance(v, str):
@@ -367,7 +357,7 @@ def launch(cells: list[Cell], *, launcher: str, jobs: int, out: Path, slurm: dic
         todo = [c for c in todo if c.spec.label not in queued]
     if not todo:
         return summary
-    executor = make_executor(launcher, out, slurm)
+    executor = make_executor(launcher, out, slurm, jobs)
     slots = len(todo) if launcher == "slurm" else jobs
     pending, running = list(todo), {}
     free = list(range(slots))
@@ -378,8 +368,6 @@ def launch(cells: list[Cell], *, launcher: str, jobs: int, out: Path, slurm: dic
     display = _Display(len(todo), jobs, show_progress)
     try:
         if launcher == "slurm":
-            executor.update_parameters(array_parallelism=int(slurm.get("array_parallelism",
-                                                                       jobs)))
             handles = executor.map_array(execute_cell, [c.spec for c in todo])
             _remember_jobs(out, todo, handles)
             running = {h: (c, 0) for h, c in zip(handles, todo)}
@@ -401,8 +389,7 @@ def launch(cells: list[Cell], *, launcher: str, jobs: int, out: Path, slurm: dic
             for h in finished:
                 cell, slot = running.pop(h)
                 free.append(slot)
-                _record(summary, cell, h)
-                display.event(cell, summary)
+                display.event(cell, summary, _record(summary, cell, h))
         display.update(summary, 0, t0)
     except KeyboardInterrupt:
         summary.interrupted = True
@@ -443,28 +430,28 @@ def _worker_env(jobs: int) -> dict:
     return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}
 
 
-def _record(summary: Summary, cell: Cell, handle) -> None:
+def _record(summary: Summary, cell: Cell, handle) -> str:
+    """Add what became of `cell` to `summary`; return it as the progress line says it."""
+    label, log = cell.spec.label, cell.spec.log
     try:
         outcome = handle.result()
     except Exception as e:  # the worker died (killed, out of memory, cancelled job)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        error = f"the worker stopped without a result ({type(e).__name__}: {first[:200]})"
-        from .results import write_json
-
-        write_json(cell.spec.failure, {"cell": cell.spec.label, "error": error,
-                                       "log": cell.spec.log,
-                                       "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        summary.failed.append((cell.spec.label, error, cell.spec.log))
-        return
+        outcome = {"status": "failed", "error": f"the worker stopped without a result "
+                                                f"({type(e).__name__}: {first[:200]})"}
+        _write_failure(cell.spec, outcome["error"])
     status = outcome.get("status")
-    if status in ("done", "busy"):
-        _forget(handle)
     if status == "done":
-        summary.done.append((cell.spec.label, outcome["wall_s"], outcome.get("peak_mib")))
-    elif status == "busy":
-        summary.skipped.append((cell.spec.label, "running in another ferbench process"))
-    else:
-        summary.failed.append((cell.spec.label, outcome.get("error", "?"), cell.spec.log))
+        _forget(handle)
+        summary.done.append((label, outcome["wall_s"]))
+        return f"done in {outcome['wall_s']:.0f} s"
+    if status == "busy":
+        _forget(handle)
+        summary.skipped.append((label, "running in another ferbench process"))
+        return "skipped: running in another ferbench process"
+    error = outcome.get("error", "?")
+    summary.failed.append((label, error, log))
+    return f"FAILED: {error} (log: {log})"
 
 
 def _forget(handle) -> None:
@@ -493,7 +480,7 @@ class _Display:
 
     def _text(self, summary: Summary, running: int, t0: float) -> str:
         n_done = len(summary.done)
-        walls = [w for _, w, _ in summary.done]
+        walls = [w for _, w in summary.done]
         left = self.total - n_done - len(summary.failed) - running
         eta = ""
         if walls:
@@ -506,13 +493,7 @@ class _Display:
         if self.bar is not None:
             self.bar.update(self.task, description=self._text(summary, running, t0))
 
-    def event(self, cell: Cell, summary: Summary) -> None:
-        if summary.done and summary.done[-1][0] == cell.spec.label:
-            what = f"done in {summary.done[-1][1]:.0f} s"
-        elif summary.failed and summary.failed[-1][0] == cell.spec.label:
-            what = f"FAILED: {summary.failed[-1][1]} (log: {summary.failed[-1][2]})"
-        else:
-            what = "skipped: " + summary.skipped[-1][1]
+    def event(self, cell: Cell, summary: Summary, what: str) -> None:
         console.print(f"[{len(summary.done) + len(summary.failed)}/{self.total}] "
                       f"{cell.spec.label}: {what}", highlight=False)
 
@@ -525,7 +506,7 @@ def print_summary(summary: Summary, t0: float) -> None:
     done, skipped, failed = summary.done, summary.skipped, summary.failed
     console.print(f"sweep: {len(done)} done, {len(skipped)} skipped, {len(failed)} failed"
                   f" in {_hms(time.time() - t0)}"
-                  + (f" (cells' own time {_hms(sum(w for _, w, _ in done))})" if done else ""),
+                  + (f" (cells' own time {_hms(sum(w for _, w in done))})" if done else ""),
                   highlight=False)
     for label, why in skipped:
         if why != "stored result":
