@@ -4,6 +4,7 @@
 # aimed at under ten minutes in all on an H200 with 16 cores.
 #   bash benchmarks/gpu_sweep.sh OUT
 # On the CPU, to try the script: DEVICE=cpu JOBS="1 2" EPOCHS=1 SEEDS=0,1 bash ... OUT
+# LIMIT=SECONDS stops each --jobs value's sweep there; its line then counts the cells done.
 set -euo pipefail
 out=${1:?a folder for the results}; mkdir -p "$out"
 device=${DEVICE:-cuda}; jobs_list=${JOBS:-"1 4 8 16"}; epochs=${EPOCHS:-4}
@@ -18,7 +19,7 @@ for jobs in $jobs_list; do
       > "$util" & smi=$!
   else smi=""; fi
   start=$(date +%s.%N)
-  ferbench run --method baseline --method man --protocol clean --protocol noise30 \
+  timeout "${LIMIT:-0}" ferbench run --method baseline --method man --protocol clean --protocol noise30 \
     --seeds "$seeds" --epochs "$epochs" --device "$device" --jobs "$jobs" \
     --out "$res" --no-leaderboard 2> "$out/jobs$jobs.log" || true
   end=$(date +%s.%N)

@@ -90,9 +90,11 @@ def main(argv=None):
         for name, method, overrides in arms:
             res = run_arm(method, overrides, args, preset, seed=r, out=out)
             rows[name].append(res)
+            auroc = res["noise_auroc"]
             print(f"round {r + 1}: {name:14s} {res['images_per_s']:8.0f} img/s"
-                  + (f" · peak {res['peak_gib']:.2f} GiB" if res["peak_gib"] else ""),
-                  flush=True)
+                  + (f" · peak {res['peak_gib']:.2f} GiB" if res["peak_gib"] else "")
+                  + f" · test acc {100 * res['test_acc']:.2f}"
+                  + (f" · noise AUROC {auroc:.3f}" if auroc is not None else ""), flush=True)
     base = rows["baseline"]
     first = base[0]
     print(f"\n{args.dataset} · {args.protocol} · preset {preset} · {args.epochs} epochs · "
