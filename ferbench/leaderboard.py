@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import noise_report, plots, significance
+from . import exports, noise_report, plots, significance
 from .errors import DataError
 from .record import RunRecord
 from .results import check_writable, read_results, write_bytes
@@ -31,10 +31,12 @@ GROUPING = (
     "test sets (other dataset options) gets one column per test set, named by the options. "
     "A method with several config hashes gets one row per config, named by the config keys "
     "in which they differ (method.\\* and engine.\\* first, then data.\\*); keys named seed "
-    "never name a variant.")
+    "never name a variant. Runs on the folds of one k-fold split (a dataset option `fold`, "
+    "as CK+'s `-o folds=10 -o fold=0`..`9`) share one column, named with the folds it holds, "
+    "and one row; a detail table gives each fold.")
 CELLS = (
     "mean ± sample standard deviation (ddof=1) over training seeds, n = number of seeds with "
-    "the value; accuracies, F1, AUROC, precision, recall, memorisation and ECE in %. Bold: "
+    "the value (in a k-fold column: over every fold × seed run, n counting them); accuracies, F1, AUROC, precision, recall, memorisation and ECE in %. Bold: "
     "best in its column (lowest for ECE, NLL, Brier, KL and memorisation), none if all tie; "
     "noise-detection precision and recall are never bold, as each is at its method's own "
     "operating point (column at).")
@@ -48,6 +50,40 @@ WINS = (
     f"{significance.MIN_SEEDS} seeds shared with the best, is never tested; a tie for best "
     "marks nothing.")
 SAME_IMAGES = " (tested on its training images)"
+
+
+def _fold(r: RunRecord) -> int | None:
+    """The fold of a k-fold split a run was tested on (dataset option `fold` >= 0), else None."""
+    fold = ((r.config.get("data") or {}).get("options") or {}).get("fold")
+    ok = isinstance(fold, int) and not isinstance(fold, bool) and fold >= 0
+    return fold if ok else None
+
+
+def _without_fold(config: dict) -> dict:
+    """`config` without its dataset option `fold`: what the runs on every fold share."""
+    data = config.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("options"), dict):
+        return config
+    options = {k: v for k, v in data["options"].items() if k != "fold"}
+    return {**config, "data": {**data, "options": options}}
+
+
+def _unit(r: RunRecord):
+    """What one run is in its cell: its seed, or its seed on its fold."""
+    fold = _fold(r)
+    return r.key.seed if fold is None else f"{r.key.seed} of fold {fold}"
+
+
+def display_name(method: str, stored: dict | None = None) -> str:
+    """How tables and figures name a method: the name its result file recorded, else the
+    installed method's `display_name`, else its registered name."""
+    name = (stored or {}).get("display_name")
+    if isinstance(name, str) and name.strip():
+        return name
+    from .plugins import registry
+
+    provided = registry().methods.get(method)
+    return getattr(provided.obj, "display_name", None) or method if provided else method
 
 
 def _num(v) -> float | None:
@@ -131,6 +167,7 @@ ENSEMBLE = [_metric("member acc (%)", "test_member_acc_mean"),
             _metric("ensemble gain (%)", "test_ensemble_gain"),
             _metric("disagreement (%)", "test_member_disagreement")]
 PER_PROTOCOL = {
+    "folds": ("Test accuracy per fold, final epoch (%)", None),
     "calibration": ("Calibration and rejection", CALIBRATION),
     "noise": ("Noise detection and memorisation (training set, flipped samples)", NOISE),
     "ambiguity": ("KL to vote distributions and accuracy by ambiguity tertile", AMBIGUITY),
@@ -195,10 +232,13 @@ class _Board:
     def __init__(self, records: list[RunRecord]):
         self.records, self.proto = records, {}
         self._col, self._row = {}, {}   # id(record) → its column, its row
+        self.folds, self.of_folds = {}, {}   # a k-fold column → its folds, the split's k
         self.columns, self.rows = self._columns(), self._rows()
         self.groups = defaultdict(list)
         for r in records:
             self.groups[self.col(r), self.row(r)].append(r)
+
+    fold = staticmethod(_fold)
 
     def col(self, r: RunRecord) -> tuple:
         return self._col[id(r)]
@@ -207,14 +247,20 @@ class _Board:
         return self._row[id(r)]
 
     def _columns(self) -> dict:
-        by_id, data = defaultdict(list), {}
+        by_id, data, folds = defaultdict(list), {}, defaultdict(set)
         for r in self.records:
-            # Accuracies on different test sets (other dataset options) never share a column.
-            test_set = str((r.dataset.get("fingerprints") or {}).get("test", ""))
+            # Accuracies on different test sets (other dataset options) never share a column,
+            # but the folds of one k-fold split are one test set taken in turns.
+            shared = _without_fold(r.config)
+            test_set = str((r.dataset.get("fingerprints") or {}).get("test", "")) \
+                if _fold(r) is None else "folds " + json.dumps(shared.get("data"), sort_keys=True)
             col = self._col[id(r)] = (r.key.protocol, *protocol_identity(r.protocol), test_set)
+            if _fold(r) is not None:
+                folds[col].add(_fold(r))
+                self.of_folds[col] = ((shared.get("data") or {}).get("options") or {}).get("folds")
             if col not in self.proto:
                 self.proto[col] = r.protocol
-                data[col] = _flatten({"data": r.config.get("data")})
+                data[col] = _flatten({"data": shared.get("data")})
                 by_id[r.key.protocol].append(col)
         labels = {}
         for pid, keys in by_id.items():
@@ -229,6 +275,11 @@ class _Board:
                 if len(tests) > 1:   # one protocol on several test sets
                     named = _pairs(data[key], _differing([data[k] for k in tests]))
                     labels[key] += f" [{named or 'test set ' + key[3][:6]}]"
+                if folds[key]:
+                    self.folds[key] = sorted(folds[key])
+                    of = self.of_folds[key]
+                    n = len(folds[key])
+                    labels[key] += f" ({n} folds)" if n == of else f" ({n} of {of} folds)"
         # A one-split dataset: its "test" accuracy is a training figure.
         prints = [(self.col(r), r.dataset.get("fingerprints") or {}) for r in self.records]
         for key in {k for k, f in prints if f.get("train") and f["train"] == f.get("test")}:
@@ -240,21 +291,25 @@ class _Board:
         by_method = defaultdict(lambda: defaultdict(list))
         for r in self.records:
             by_method[r.key.method][r.key.config_hash].append(r)
+        shown = {m: display_name(m, next(iter(h.values()))[0].method) for m, h in by_method.items()}
+        if len(set(shown.values())) < len(shown):   # two methods share a display name
+            shown = {m: m for m in shown}
         names = {}
         for method, hashes in by_method.items():
             # Hashes whose configs differ only in the protocol section and seed keys, and which
             # never hold one seed twice in a column, are one variant: runs sharing everything
             # but the training seed (robust to a config hash that covers protocol or seed).
-            sig = {h: json.dumps(_flatten(variant_config(rs[0].config)), sort_keys=True)
-                   for h, rs in hashes.items()}
+            sig = {h: json.dumps(_flatten(_without_fold(variant_config(rs[0].config))),
+                                 sort_keys=True) for h, rs in hashes.items()}
             for s in set(sig.values()):
                 hs = sorted(h for h in hashes if sig[h] == s)
-                runs = [c for h in hs for c in {(self.col(r), r.key.seed) for r in hashes[h]}]
+                runs = [c for h in hs for c in {(self.col(r), _unit(r)) for r in hashes[h]}]
                 for h in hs:
                     for r in hashes[h]:
                         self._row[id(r)] = (method, hs[0] if len(runs) == len(set(runs)) else h)
-            configs = {self.row(r): r.config for rs in hashes.values() for r in rs}
-            names.update(_variant_names(method, configs))
+            configs = {self.row(r): _without_fold(r.config) for rs in hashes.values() for r in rs}
+            names.update(_variant_names(shown[method], configs))
+        self.method_of = {name: row[0] for row, name in names.items()}
         return dict(sorted(names.items(), key=lambda kv: kv[1]))
 
 
@@ -325,9 +380,12 @@ def _tables(b: _Board) -> dict:
     for name, (heading, metrics) in PER_PROTOCOL.items():
         t[name] = {}
         for col, label in b.columns.items():
-            if name == "noise" and not _noise(b.proto[col]):
+            if name == "noise" and not _noise(b.proto[col]) or name == "folds" \
+                    and col not in b.folds:
                 continue
-            if name == "per_class":
+            if name == "folds":
+                metrics = [(f"fold {k}", _on_fold(k), acc) for k in b.folds[col]]
+            elif name == "per_class":
                 recs = [r for r in b.records if b.col(r) == col]
                 classes = dict.fromkeys(str(c) for r in recs for c in
                                         [*(r.dataset.get("classes") or []), *r.per_class])
@@ -356,7 +414,7 @@ def _mark_wins(b: _Board, t: Table | None) -> Table | None:
     cols = {label: col for col, label in b.columns.items()}
 
     def seeds(label, name):   # the runs of the cell: seed -> their faces, or why none
-        return {r.key.seed: _faces(r, name) for r in b.groups[cols[label], rows[name]]
+        return {_unit(r): _faces(r, name) for r in b.groups[cols[label], rows[name]]
                 if _num(r.metrics.get("test_acc")) is not None}
 
     untested = []
@@ -421,6 +479,11 @@ def _per_sample_columns(recs) -> list:
             for stat, key in (("mean", "mean"), ("median", "q50"))]
 
 
+def _on_fold(fold: int):
+    """A getter for the test accuracy of a run on `fold`, else None."""
+    return lambda r: _num(r.metrics.get("test_acc")) if _fold(r) == fold else None
+
+
 def _last(*path):
     """A getter for the final value of a per-epoch series in a record, else None."""
     def get(r):
@@ -464,25 +527,37 @@ def _majority(b: _Board) -> dict:
     neutral)."""
     out = {}
     for col, label in b.columns.items():
+        test_sets = {}   # one run per test set: per fold in a k-fold column, pooled
         for r in (r for r in b.records if b.col(r) == col):
             counts = np.asarray(r.confusion or [], dtype=float).sum(axis=1)
             names = r.classes_scored or r.dataset.get("classes") or []
             if len(counts) and counts.sum() and len(names) == len(counts):
-                top = int(counts.argmax())
-                out[label] = (str(names[top]), float(counts[top] / counts.sum()))
-                break
+                test_sets.setdefault(_fold(r), (tuple(map(str, names)), counts))
+        if test_sets and len({names for names, _ in test_sets.values()}) == 1:
+            names = next(iter(test_sets.values()))[0]
+            counts = np.sum([c for _, c in test_sets.values()], axis=0)
+            top = int(counts.argmax())
+            out[label] = (names[top], float(counts[top] / counts.sum()))
     return out
 
 
 def _noise_series(b: _Board) -> dict:
-    """Per row, (rate, mean, std) of test_acc on clean and generated-noise columns."""
+    """Per row, (rate, mean, std, n) of test_acc on clean and generated-noise columns."""
     series = defaultdict(list)
     for (col, row), recs in b.groups.items():
         values = [v for v in map(_get("metrics", "test_acc"), recs) if v is not None]
         if _rate(b.proto[col]) is not None and values:
             cell = Cell(values)
-            series[b.rows[row]].append((_rate(b.proto[col]), cell.mean, cell.std))
+            series[b.rows[row]].append((_rate(b.proto[col]), cell.mean, cell.std, cell.n))
     return {n: series[n] for n in b.rows.values() if n in series}
+
+
+def _noise_floor(b: _Board, majority: dict) -> tuple | None:
+    """The constant guess under the accuracy-vs-noise plot: that of its clean column, else
+    of its first generated-noise column (their test set is the same)."""
+    cols = sorted((c for c in b.columns if _rate(b.proto[c]) is not None),
+                  key=lambda c: _rate(b.proto[c]))
+    return next((majority[b.columns[c]] for c in cols if b.columns[c] in majority), None)
 
 
 def _label_noise(b: _Board, results_dir: Path) -> dict:
@@ -547,31 +622,55 @@ def _section(dataset: str, tables: dict, pngs: list, out: Path) -> list:
             for label, table in t.items():
                 lines += [f"#### {escape(label)}", "", table.markdown(), ""]
     if pngs:
-        lines += ["### Plots", ""]
-        for p in pngs:
-            lines += [f"![{escape(p.stem)}]({p.relative_to(out).as_posix()})", ""]
+        lines += ["### Plots", ""] + _figure_links(pngs, out)
     return lines
 
 
 def _plots_of(md: Path) -> set:
-    """The PNG files an earlier leaderboard.md in this folder links to."""
+    """The figures an earlier leaderboard.md in this folder links to, with their siblings
+    in the other figure formats."""
     try:
         text = md.read_text()
     except (OSError, UnicodeDecodeError):
         return set()
-    found = (md.parent / link for link in re.findall(r"!\[[^\]]*\]\(([^()\s]+\.png)\)", text))
-    return {p.resolve() for p in found if p.resolve().parent == md.parent.resolve()}
+    kinds = "|".join(exports.FIGURE_FORMATS)
+    found = (md.parent / link for link in re.findall(rf"\]\(([^()\s]+\.(?:{kinds}))\)", text))
+    return {p.resolve().with_suffix(f".{k}") for p in found
+            if p.resolve().parent == md.parent.resolve() for k in exports.FIGURE_FORMATS}
 
 
-def build_leaderboard(results_dir, out_dir=None, *, with_plots: bool = True) -> dict:
-    """Write `leaderboard.md` and its PNG plots into `out_dir` (default: `results_dir`).
+def _figure_links(made: list, out: Path) -> list:
+    """Markdown for each figure: the image itself in a format markdown shows (PNG, else
+    SVG), and links to its other formats."""
+    stems = defaultdict(list)
+    for p in made:
+        stems[p.with_suffix("")].append(p)
+    lines = []
+    for stem, paths in stems.items():
+        shown = next((p for p in paths if p.suffix in (".png", ".svg")), None)
+        rel = lambda p: p.relative_to(out).as_posix()  # noqa: E731
+        others = [f"[{p.suffix[1:].upper()}]({rel(p)})" for p in paths if p is not shown]
+        if shown is not None:
+            lines += [f"![{escape(stem.name)}]({rel(shown)})"
+                      + (f" ({', '.join(others)})" if others else ""), ""]
+        else:
+            lines += [f"- {escape(stem.name)}: {', '.join(others)}"]
+    return lines + ([""] if lines and lines[-1] else [])
 
-    Returns ``{"markdown": path, "plots": [paths], "tables": {dataset: {name: ...}},
-    "n_read": int, "skipped": [(path, reason)]}``. Per dataset, main, runs, oracle, selected,
-    mean_class_acc, macro_f1 and size are a Table (None where no run has the figure), main
-    with its significance marks (`marks`, `footnote`: significance.py);
-    calibration, noise, ambiguity, ensemble, per_sample, method_figures and per_class map a
-    protocol label to a Table;
+
+def build_leaderboard(results_dir, out_dir=None, *, with_plots: bool = True,
+                      formats=("md",), figure_formats=("png",)) -> dict:
+    """Write the leaderboard into `out_dir` (default: `results_dir`): `leaderboard.md`,
+    `.csv`, `.jsonl` and `.tex` as `formats` asks (exports.py), the runs index `runs.csv`
+    (and `runs.jsonl` with jsonl) always, and its figures in each of `figure_formats`.
+
+    Returns ``{"markdown": path or None, "files": [paths], "plots": [paths], "tables":
+    {dataset: {name: ...}}, "n_read": int, "skipped": [(path, reason)]}``. Per dataset,
+    main, runs, oracle, selected, mean_class_acc, macro_f1 and size are a Table (None where
+    no run has the figure), main with its significance marks (`marks`, `footnote`:
+    significance.py);
+    folds, calibration, noise, ambiguity, ensemble, per_sample, method_figures and per_class
+    map a protocol label to a Table;
     label_noise maps a noisy protocol's label to its noise file's summary (noise_report);
     majority maps a protocol's label to (its most frequent test class, that class's share).
     Cells hold raw values (fractions), so the arithmetic can be checked.
@@ -586,9 +685,9 @@ def build_leaderboard(results_dir, out_dir=None, *, with_plots: bool = True) -> 
     lines = ["# ferbench leaderboard", "",
              f"Read {len(records)} result files from {escape(results_dir)}{note}.", "",
              f"Grouping: {GROUPING}", "", f"Cells: {CELLS}", ""]
-    tables, pngs, used = {}, [], set()
+    tables, boards, pngs, used = {}, {}, [], set()
     for dataset in sorted(by_dataset):
-        b = _Board(by_dataset[dataset])
+        b = boards[dataset] = _Board(by_dataset[dataset])
         t = _tables(b)
         at = list(t).index("noise") + 1  # the labels' account right after their detection table
         items = list(t.items())
@@ -596,7 +695,8 @@ def build_leaderboard(results_dir, out_dir=None, *, with_plots: bool = True) -> 
                                + items[at:])
         columns = [(label, [(name, b.groups[col, row]) for row, name in b.rows.items()
                             if (col, row) in b.groups]) for col, label in b.columns.items()]
-        made = plots.draw_dataset(out, dataset, columns, _noise_series(b), used) \
+        made = plots.draw_dataset(out, dataset, columns, _noise_series(b), used,
+                                  _noise_floor(b, t["majority"]), figure_formats) \
             if with_plots else []
         pngs += made
         lines += _section(dataset, tables[dataset], made, out)
@@ -605,10 +705,37 @@ def build_leaderboard(results_dir, out_dir=None, *, with_plots: bool = True) -> 
     if skipped:
         lines += ["## Skipped files", ""]
         lines += [f"- {escape(p)}: {escape(why)}" for p, why in skipped] + [""]
-    md = out / "leaderboard.md"
-    stale = _plots_of(md) - {p.resolve() for p in pngs}
-    write_bytes(md, "\n".join(lines).encode())
-    for p in stale:  # the previous leaderboard's plots that this one did not redraw
-        p.unlink(missing_ok=True)
-    return {"markdown": md, "plots": pngs, "tables": tables, "n_read": len(records),
-            "skipped": skipped}
+    files = _write_exports(out, tables, boards, formats)
+    md = None
+    if "md" in formats:
+        md = out / "leaderboard.md"
+        stale = _plots_of(md) - {p.resolve() for p in pngs}
+        write_bytes(md, "\n".join(lines).encode())
+        for p in stale:  # the previous leaderboard's figures that this one did not redraw
+            p.unlink(missing_ok=True)
+        files.insert(0, md)
+    return {"markdown": md, "files": files, "plots": pngs, "tables": tables,
+            "n_read": len(records), "skipped": skipped}
+
+
+def _write_exports(out: Path, tables: dict, boards: dict, formats) -> list:
+    """The flat and LaTeX forms of the tables, and the runs index; the paths written."""
+    method_of = {d: b.method_of for d, b in boards.items()}
+    written = []
+    runs = exports.run_rows(boards, out)
+    exports.write_csv(out / "runs.csv", runs, exports.RUN_FIELDS)
+    written.append(out / "runs.csv")
+    if "jsonl" in formats:
+        exports.write_jsonl(out / "runs.jsonl", runs)
+        written.append(out / "runs.jsonl")
+    cells = exports.cell_rows(tables, method_of) if {"csv", "jsonl"} & set(formats) else []
+    if "csv" in formats:
+        exports.write_csv(out / "leaderboard.csv", cells, exports.CELL_FIELDS)
+        written.append(out / "leaderboard.csv")
+    if "jsonl" in formats:
+        exports.write_jsonl(out / "leaderboard.jsonl", cells)
+        written.append(out / "leaderboard.jsonl")
+    if "latex" in formats:
+        write_bytes(out / "leaderboard.tex", exports.latex_document(tables).encode())
+        written.append(out / "leaderboard.tex")
+    return written

@@ -168,10 +168,12 @@ class Method:
     (the presets whose official setting starts from pretrained weights: a run of one of
     them from random weights is marked so in the leaderboard), `timm_backbone` (False for a
     method that builds its networks itself, a CLIP tower say: its `backbone` key then names
-    them for the record and is not checked against timm's models).
+    them for the record and is not checked against timm's models), `display_name` (how
+    tables and figures name the method, "UA-FER" say; the registered name where None).
     """
 
     Config: ClassVar[type] = MethodConfig
+    display_name: ClassVar[str | None] = None
     presets: ClassVar[dict[str, dict]] = {"quick": {}, "paper": {}}
     preset_sources: ClassVar[dict[str, str]] = {"quick": "ferbench", "paper": "ferbench"}
     pretrained_presets: ClassVar[tuple[str, ...]] = ()

@@ -1,7 +1,9 @@
-"""PNG figures for the leaderboard, drawn from pieces of stored result records.
+"""Figures for the leaderboard (PNG, and PDF or SVG for a paper), drawn from pieces of
+stored result records.
 
 Each function draws one figure and writes it atomically (temporary name, then
-rename). Figures are built on matplotlib's Agg canvas directly, without pyplot,
+rename), once per format asked for, and returns the paths in that order. Titles
+that would run past the figure's edge are wrapped to fit before it is written. Figures are built on matplotlib's Agg canvas directly, without pyplot,
 so no global backend or figure state is touched. The inputs are the record
 fields named in docs/results.md (`confusion`, `reliability`, `rejection_curve`,
 `noise_summary_epochs`) gathered per method, one entry per seed; pooling over
@@ -27,6 +29,8 @@ from .results import write_bytes
 
 MAX_PANELS = 12   # confusion matrices per grid figure; more are cut and the title says so
 DPI = 110
+# No creation date in a PDF or SVG: the same results give the same bytes.
+_METADATA = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}
 _MARKERS = "osD^vP*Xh<>p"
 
 
@@ -47,13 +51,47 @@ def _title_chars(fig: Figure) -> int:
     return max(30, int(12 * fig.get_figwidth()))
 
 
-def _save(fig: Figure, path) -> Path:
+def _titles(fig: Figure) -> list:
+    return [t for t in [fig._suptitle, *(ax.title for ax in fig.axes)]
+            if t is not None and t.get_visible() and t.get_text()]
+
+
+def _fit_titles(fig: Figure) -> None:
+    """Rewrap each title that runs past the figure's left or right edge, from its measured
+    width: a character count per inch guesses wrong for wide glyphs and long names."""
+    for _ in range(3):
+        fig.canvas.draw()   # lays the figure out (constrained layout) and measures its text
+        renderer, width = fig.canvas.get_renderer(), fig.bbox.width
+        over = False
+        for t in _titles(fig):
+            box = t.get_window_extent(renderer)
+            if box.x0 >= 0 and box.x1 <= width:
+                continue
+            room = 2 * min(box.x0 + box.width / 2, width - box.x0 - box.width / 2) * 0.95
+            lines = t.get_text().split("\n")
+            chars = max(len(line) for line in lines)
+            fit = max(12, int(chars * max(room, 1.0) / box.width))
+            t.set_text("\n".join(textwrap.wrap(" ".join(" ".join(lines).split()), fit)))
+            over = True
+        if not over:
+            return
+
+
+def _save(fig: Figure, path, formats=("png",)) -> list[Path]:
+    """`path` (its suffix replaced) in each of `formats`; the paths in that order."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    write_bytes(path, buf.getvalue())
-    return path
+    _fit_titles(fig)
+    out = []
+    for fmt in formats:
+        buf = io.BytesIO()
+        # Fonts stay text in an SVG, so a reader can search and restyle it.
+        with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):
+            fig.savefig(buf, format=fmt, dpi=DPI, metadata=_METADATA.get(fmt))
+        target = path.with_suffix(f".{fmt}")
+        write_bytes(target, buf.getvalue())
+        out.append(target)
+    return out
 
 
 def _style(i: int, n: int) -> dict:
@@ -83,7 +121,7 @@ def _square(m) -> np.ndarray | None:
     return a if a.ndim == 2 and a.shape[0] == a.shape[1] and a.size else None
 
 
-def confusion_grid(path, title: str, panels) -> Path:
+def confusion_grid(path, title: str, panels, formats=("png",)) -> list[Path]:
     """A grid of row-normalised confusion matrices, one panel per method, annotated in %.
 
     `panels` is a list of ``(name, matrices, classes)``: the per-seed K x K count
@@ -124,46 +162,74 @@ def confusion_grid(path, title: str, panels) -> Path:
     cut = f" (first {MAX_PANELS} of {len(panels)} methods)" if len(panels) > MAX_PANELS else ""
     fig.suptitle(_text(f"{title}: confusion matrices, % of each true class{cut}",
                        _title_chars(fig)), fontsize=10)
-    return _save(fig, path)
+    return _save(fig, path, formats)
 
 
 def _pool_reliability(bins: list[dict]):
-    """Per-bin confidence and accuracy pooled over seeds, weighted by bin counts."""
+    """Per-bin confidence and accuracy pooled over seeds (weighted by bin counts), the mean
+    count per seed, and each bin's centre; empty bins left out."""
     runs = [[_floats(b.get(f)) for f in ("count", "confidence", "accuracy")] for b in bins]
     ref = len(runs[0][0])
     runs = [r for r in runs if all(len(a) == ref for a in r)]
     count = np.sum([np.nan_to_num(c) for c, _, _ in runs], axis=0)
     conf = np.sum([np.nan_to_num(f) * np.nan_to_num(c) for c, f, _ in runs], axis=0)
     acc = np.sum([np.nan_to_num(a) * np.nan_to_num(c) for c, _, a in runs], axis=0)
+    edges = _floats(bins[0].get("edges"))
+    centres = (edges[:-1] + edges[1:]) / 2 if len(edges) == ref + 1 \
+        else (np.arange(ref) + 0.5) / max(ref, 1)
     keep = count > 0
-    return conf[keep] / count[keep], acc[keep] / count[keep]
+    return (conf[keep] / count[keep], acc[keep] / count[keep], count[keep] / len(runs),
+            centres[keep])
 
 
-def reliability_diagram(path, title: str, curves: dict) -> Path:
-    """Accuracy against confidence per bin, one line per method, with the diagonal.
+def _ece(bins: dict) -> float | None:
+    """Expected calibration error of one run from its bins: the count-weighted mean gap
+    between accuracy and confidence, the figure the tables show as ECE."""
+    count, conf, acc = (_floats(bins.get(f)) for f in ("count", "confidence", "accuracy"))
+    if not len(count) or len(count) != len(conf) or len(count) != len(acc):
+        return None
+    n = np.nansum(count)
+    return float(np.nansum(count * np.abs(acc - conf)) / n) if n > 0 else None
+
+
+def reliability_diagram(path, title: str, curves: dict, formats=("png",)) -> list[Path]:
+    """Accuracy against confidence per bin, one line per method, with the diagonal; each
+    method's ECE (mean over seeds) in its legend entry, and below, how many test faces fall
+    in each bin (mean per seed, log scale), so a reader sees which points rest on few faces.
 
     `curves` maps a method name to its per-seed `reliability` dicts
-    (``confidence``, ``accuracy``, ``count`` per bin); empty bins are left out.
+    (``edges``, ``confidence``, ``accuracy``, ``count`` per bin); empty bins are left out.
     """
-    fig = _figure(7.5 if len(curves) > 6 else 5.8, 5.2)
-    ax = fig.subplots()
+    fig = _figure(7.5 if len(curves) > 6 else 5.8, 6.4)
+    ax, counts = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
     for i, (name, bins) in enumerate(curves.items()):
-        conf, acc = _pool_reliability(bins)
-        if len(conf):
-            ax.plot(conf, acc, lw=1.5, ms=4, label=_text(name, 40), **_style(i, len(curves)))
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (mean max probability in bin)",
-           ylabel="accuracy in bin")
-    ax.set_title(_text(f"{title}: reliability diagram", 70), fontsize=10)
+        conf, acc, per_bin, centres = _pool_reliability(bins)
+        if not len(conf):
+            continue
+        eces = [e for e in map(_ece, bins) if e is not None]
+        ece = f" · ECE {100 * np.mean(eces):.1f} %" if eces else ""
+        style = _style(i, len(curves))
+        ax.plot(conf, acc, lw=1.5, ms=4, label=_text(name, 40) + ece, **style)
+        counts.plot(centres, per_bin, lw=1, ms=3, color=style["color"],
+                    marker=style["marker"])
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy in bin")
+    ax.set_title(_text(f"{title}: reliability diagram"), fontsize=10)
     ax.grid(alpha=0.3)
     _legend(ax, len(curves) + 1)
-    return _save(fig, path)
+    counts.set(xlabel="confidence (mean max probability in bin)", ylabel="faces in bin")
+    counts.set_yscale("log")
+    counts.grid(alpha=0.3)
+    return _save(fig, path, formats)
 
 
-def accuracy_vs_noise(path, title: str, series: dict) -> Path:
-    """Mean test accuracy against the generated noise rate, one line per method, std as error bars.
+def accuracy_vs_noise(path, title: str, series: dict, floor: tuple | None = None,
+                      formats=("png",)) -> list[Path]:
+    """Mean test accuracy against the generated noise rate, one line per method, std as
+    error bars and each point's n beside it; `floor` (class, share) draws what a constant
+    guess of the most frequent test class scores.
 
-    `series` maps a method name to ``[(rate, mean, std), ...]`` with the rate a
+    `series` maps a method name to ``[(rate, mean, std, n), ...]`` with the rate a
     fraction (clean = 0) and mean/std fractions; points are drawn in rate order.
     """
     fig = _figure(7.5 if len(series) > 6 else 6.2, 4.8)
@@ -173,17 +239,23 @@ def accuracy_vs_noise(path, title: str, series: dict) -> Path:
         pts = sorted(points, key=lambda p: p[0])
         x, y, e = (np.array([p[j] for p in pts], dtype=np.float64) * 100 for j in range(3))
         rates.update(x.tolist())
-        ax.errorbar(x, y, yerr=e, capsize=3, lw=1.5, ms=5, label=_text(name, 40),
-                    **_style(i, len(series)))
+        style = _style(i, len(series))
+        ax.errorbar(x, y, yerr=e, capsize=3, lw=1.5, ms=5, label=_text(name, 40), **style)
+        for xi, yi, p in zip(x, y, pts):
+            ax.annotate(f"n={p[3]}", (xi, yi), xytext=(4, 4), textcoords="offset points",
+                        fontsize=6, color=style["color"])
+    if floor is not None:
+        ax.axhline(100 * floor[1], color="grey", ls=":", lw=1.2,
+                   label=_text(f"constant guess ({floor[0]})", 40))
     ax.set_xticks(sorted(rates))
     ax.set(xlabel="generated label noise rate (%)", ylabel="test accuracy, final epoch (%)")
-    ax.set_title(_text(f"{title}: accuracy vs noise (mean ± std over seeds)", 70), fontsize=10)
+    ax.set_title(_text(f"{title}: accuracy vs noise (mean ± std over seeds)"), fontsize=10)
     ax.grid(alpha=0.3)
-    _legend(ax, len(series))
-    return _save(fig, path)
+    _legend(ax, len(series) + (floor is not None))
+    return _save(fig, path, formats)
 
 
-def rejection_curves(path, title: str, curves: dict) -> Path:
+def rejection_curves(path, title: str, curves: dict, formats=("png",)) -> list[Path]:
     """Accuracy on the most certain share of the test set against that share, one line per method.
 
     `curves` maps a method name to its per-seed `rejection_curve` dicts
@@ -205,10 +277,10 @@ def rejection_curves(path, title: str, curves: dict) -> Path:
                 label=_text(name, 40), **_style(i, len(curves)))
     ax.set(xlim=(0, 100), xlabel="coverage: share of test samples kept, most certain first (%)",
            ylabel="accuracy on kept samples (%)")
-    ax.set_title(_text(f"{title}: rejection curves", 70), fontsize=10)
+    ax.set_title(_text(f"{title}: rejection curves"), fontsize=10)
     ax.grid(alpha=0.3)
     _legend(ax, len(curves))
-    return _save(fig, path)
+    return _save(fig, path, formats)
 
 
 _GROUPS = (("flipped", "-", "tab:red"), ("clean", "--", "tab:blue"))
@@ -228,7 +300,7 @@ def _per_sample_band(runs: list, group: str):
         return (epochs, *(np.nanmean(stats[k], axis=0) for k in ("mean", "q25", "q75")))
 
 
-def per_sample_curves(path, title: str, array: str, curves: dict) -> Path:
+def per_sample_curves(path, title: str, array: str, curves: dict, formats=("png",)) -> list[Path]:
     """A method's per-sample figure over epochs, one panel per method row: flipped (solid)
     against clean (dashed) training samples, the mean over seeds of each group's mean with
     the band between its quartiles (25-75 %). `curves` maps a method name to its per-seed
@@ -263,24 +335,27 @@ def per_sample_curves(path, title: str, array: str, curves: dict) -> Path:
     cut = f" (first {MAX_PANELS} of {len(curves)} methods)" if len(curves) > MAX_PANELS else ""
     fig.suptitle(_text(f"{title}: {array} over epochs, flipped against clean training samples "
                        f"(mean; band: 25-75 %){cut}", _title_chars(fig)), fontsize=10)
-    return _save(fig, path)
+    return _save(fig, path, formats)
 
 
-def draw_dataset(out, dataset: str, columns, noise_series: dict, used: set) -> list[Path]:
-    """Every plot of one dataset into `out`; returns the paths written.
+def draw_dataset(out, dataset: str, columns, noise_series: dict, used: set,
+                 floor: tuple | None = None, formats=("png",)) -> list[Path]:
+    """Every plot of one dataset into `out`, each in every one of `formats`; returns the
+    paths written.
 
     `columns` is ``[(protocol label, [(method name, [records of its seeds]), ...]), ...]``
-    in display order; `noise_series` is `accuracy_vs_noise`'s input (drawn when a
-    rate above 0 is present). `used` holds file names already taken and grows.
+    in display order; `noise_series` is `accuracy_vs_noise`'s input, drawn for the methods
+    with two or more noise rates (clean counts as rate 0), with `floor` as its constant
+    guess. `used` holds file stems already taken and grows.
     """
     def path(*parts):
         stem = "-".join(re.sub(r"[^A-Za-z0-9.=+-]+", "_", p).strip("_.") or "x" for p in parts)
-        name, i = f"{stem}.png", 1
+        name, i = stem, 1
         while name in used:
             i += 1
-            name = f"{stem}-{i}.png"
+            name = f"{stem}-{i}"
         used.add(name)
-        return Path(out) / name
+        return Path(out) / f"{name}.{formats[0]}"
 
     made = []
     for label, per_row in columns:
@@ -292,14 +367,14 @@ def draw_dataset(out, dataset: str, columns, noise_series: dict, used: set) -> l
             if mats:
                 panels.append((name, mats, recs[0].dataset.get("classes") or []))
         if panels:
-            made.append(confusion_grid(path(dataset, label, "confusion"), title, panels))
+            made += confusion_grid(path(dataset, label, "confusion"), title, panels, formats)
         for field, draw, kind in (("reliability", reliability_diagram, "reliability"),
                                   ("rejection_curve", rejection_curves, "rejection")):
             curves = {n: [getattr(r, field) for r in recs if isinstance(getattr(r, field), dict)]
                       for n, recs in per_row}
             curves = {n: c for n, c in curves.items() if c}
             if curves:
-                made.append(draw(path(dataset, label, kind), title, curves))
+                made += draw(path(dataset, label, kind), title, curves, formats)
         arrays = dict.fromkeys(a for _, recs in per_row for r in recs
                                for a in (r.noise_summary_epochs or {}))
         for array in arrays:
@@ -308,7 +383,10 @@ def draw_dataset(out, dataset: str, columns, noise_series: dict, used: set) -> l
                       for n, recs in per_row}
             curves = {n: c for n, c in curves.items() if c}
             if curves:
-                made.append(per_sample_curves(path(dataset, label, array), title, array, curves))
-    if any(rate > 0 for points in noise_series.values() for rate, _, _ in points):
-        made.append(accuracy_vs_noise(path(dataset, "accuracy_vs_noise"), dataset, noise_series))
+                made += per_sample_curves(path(dataset, label, array), title, array, curves,
+                                          formats)
+    lines = {n: pts for n, pts in noise_series.items() if len({p[0] for p in pts}) >= 2}
+    if lines:
+        made += accuracy_vs_noise(path(dataset, "accuracy_vs_noise"), dataset, lines, floor,
+                                  formats)
     return made

@@ -63,6 +63,7 @@ def make_record(*, key: RunKey, view, provided, preset: str, preset_source: str,
         protocol={"id": key.protocol, "family": view.family, "params": dict(view.params),
                   "label": key.protocol, "noise": noise_file, "record": view.record},
         method={"name": key.method, "plugin": provided.plugin, "version": provided.version,
+                "display_name": getattr(provided.obj, "display_name", None) or key.method,
                 "preset": preset, "preset_source": preset_source,
                 "weights_expected": preset in (getattr(provided.obj, "pretrained_presets", ())
                                                or ())},

@@ -1,4 +1,5 @@
-"""Tables of mean ± std cells rendered as escaped markdown (used by the leaderboard)."""
+"""Tables of mean ± std cells (used by the leaderboard), rendered as escaped markdown or a
+LaTeX booktabs tabular, or given as flat rows (one per cell) for CSV and JSON lines."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-from tabulate import tabulate
+from tabulate import Line, TableFormat, tabulate
 
 from .metrics import higher_is_better
 
@@ -94,6 +95,87 @@ class Table:
                 for r in self.rows]
         return tabulate(body, headers=["method"] + [escape(c) for c in self.columns],
                         tablefmt="github", disable_numparse=True)
+
+    def latex(self, label: str = "") -> str:
+        """A `table` float around a booktabs tabular (needs `\\usepackage{booktabs}`):
+        mean $\\pm$ std, the best bold, marks as superscripts, and n shown only in cells
+        whose n differs from the table's usual n, which the caption gives."""
+        counts = [c.n for c in self.cells.values()]
+        usual = max(set(counts), key=counts.count) if counts else 0
+        bold = {c: self.best(c) for c in self.columns}
+
+        def cell(r, c):
+            cell, spec = self.cells.get((r, c)), self.specs[c]
+            if cell is None:
+                return "--"
+            if spec.kind == "text":
+                return latex_escape("/".join(sorted(set(map(str, cell.values)))))
+            if spec.kind == "size":
+                return latex_escape(_human(cell.mean))
+            d, s = spec.decimals, spec.scale
+            text = f"{cell.mean * s:.{d}f}" + (f" $\\pm$ {cell.std * s:.{d}f}" if cell.n > 1
+                                               else "")
+            text = f"\\textbf{{{text}}}" if r in bold[c] else text
+            text += f" (n={cell.n})" if cell.n != usual else ""
+            mark = self.marks.get((r, c))
+            return text + (f"\\textsuperscript{{{latex_escape(mark)}}}" if mark else "")
+
+        body = [[latex_escape(r)] + [cell(r, c) for c in self.columns] for r in self.rows]
+        tabular = tabulate(body, headers=["method"] + [latex_escape(c) for c in self.columns],
+                           tablefmt=_BOOKTABS, disable_numparse=True,
+                           colalign=("left",) + ("right",) * len(self.columns))
+        caption = latex_escape(self.title) + (f" (n = {usual} per cell)" if usual > 1 else "")
+        return "\n".join(["\\begin{table}[t]", "\\centering", f"\\caption{{{caption}}}",
+                          *([f"\\label{{{label}}}"] if label else []), tabular,
+                          "\\end{table}"])
+
+    def flat(self) -> list[dict]:
+        """One row per cell: the row and column names and the cell in the table's units
+        (`mean`, `std`; `text` for a text column), `n`, whether it is the column's best, its
+        mark."""
+        bold = {c: self.best(c) for c in self.columns}
+        out = []
+        for (r, c), cell in self.cells.items():
+            spec = self.specs[c]
+            scale = spec.scale if spec.kind == "num" else 1.0
+            text = spec.kind == "text"
+            out.append({"row": r, "column": c,
+                        "mean": None if text else cell.mean * scale,
+                        "std": None if text else cell.std * scale, "n": cell.n,
+                        "text": "/".join(sorted(set(map(str, cell.values)))) if text else None,
+                        "best": r in bold[c], "mark": self.marks.get((r, c), "")})
+        return out
+
+
+def _latex_row(cells, colwidths, colaligns) -> str:
+    return " & ".join(cells) + r" \\"
+
+
+def _begin(colwidths, colaligns) -> str:
+    spec = "".join({"right": "r", "center": "c"}.get(a, "l") for a in colaligns)
+    return f"\\begin{{tabular}}{{{spec}}}\n\\toprule"
+
+
+# tabulate's latex_booktabs escapes every cell, which would also escape the bold and the
+# ± a cell needs: the same layout, with cells escaped here instead (`latex_escape`).
+_BOOKTABS = TableFormat(lineabove=_begin, linebelowheader=Line("\\midrule", "", "", ""),
+                        linebetweenrows=None,
+                        linebelow=Line("\\bottomrule\n\\end{tabular}", "", "", ""),
+                        headerrow=_latex_row, datarow=_latex_row, padding=1,
+                        with_header_hide=None)
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+          "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}", "–": "--",
+          "—": "---", "±": r"$\pm$", "·": r"$\cdot$", "−": "$-$", "×": r"$\times$",
+          "≥": r"$\geq$", "≤": r"$\leq$", "λ": r"$\lambda$", "→": r"$\to$",
+          "…": r"\ldots{}", "†": r"\dag{}", "‡": r"\ddag{}"}
+_LATEX_SPECIAL = re.compile("|".join(map(re.escape, _LATEX)))
+
+
+def latex_escape(text) -> str:
+    """Text for a LaTeX cell or caption: specials escaped, the symbols ferbench writes
+    spelled the LaTeX way (pdflatex has no glyph for a bare λ or −), newlines spaced."""
+    return _LATEX_SPECIAL.sub(lambda m: _LATEX[m.group()], " ".join(str(text).split()))
 
 
 def escape(text) -> str:

@@ -113,7 +113,7 @@ def test_mean_std_over_seeds_and_n(tmp_path):
         save(tmp_path, record(seed=seed, acc=acc))
     save(tmp_path, record(method="other", acc=0.7))
     out = build_leaderboard(tmp_path, with_plots=False)
-    cell = out["tables"]["synthfer"]["main"].cell("baseline", "clean")
+    cell = out["tables"]["synthfer"]["main"].cell("Baseline", "clean")
     assert cell.n == 3
     assert cell.mean == pytest.approx(np.mean([0.80, 0.82, 0.85]))
     assert cell.std == pytest.approx(np.std([0.80, 0.82, 0.85], ddof=1))
@@ -128,8 +128,8 @@ def test_missing_metric_is_not_counted(tmp_path):
     save(tmp_path, record(seed=0, acc=0.8))
     save(tmp_path, record(seed=1, acc=0.9, metrics={"test_ece": None}))
     t = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]
-    assert t["main"].cell("baseline", "clean").n == 2
-    assert t["calibration"]["clean"].cell("baseline", "ECE (%)").n == 1
+    assert t["main"].cell("Baseline", "clean").n == 2
+    assert t["calibration"]["clean"].cell("Baseline", "ECE (%)").n == 1
 
 
 def test_variants_get_rows_named_by_differing_keys(tmp_path):
@@ -139,9 +139,9 @@ def test_variants_get_rows_named_by_differing_keys(tmp_path):
         save(tmp_path, record(seed=seed, acc=0.7, method_cfg={"lr": 0.01},
                               engine_cfg={"seed": 5}))
     main = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]["main"]
-    assert sorted(main.rows) == ["baseline (method.lr=0.01)", "baseline (method.lr=0.1)"]
-    assert main.cell("baseline (method.lr=0.1)", "clean").mean == pytest.approx(0.805)
-    assert main.cell("baseline (method.lr=0.01)", "clean").n == 2
+    assert sorted(main.rows) == ["Baseline (method.lr=0.01)", "Baseline (method.lr=0.1)"]
+    assert main.cell("Baseline (method.lr=0.1)", "clean").mean == pytest.approx(0.805)
+    assert main.cell("Baseline (method.lr=0.01)", "clean").n == 2
 
 
 def test_config_hash_that_only_tracks_the_protocol_is_one_row(tmp_path):
@@ -149,7 +149,7 @@ def test_config_hash_that_only_tracks_the_protocol_is_one_row(tmp_path):
     rec_b["key"]["config_hash"] = "f" * 10     # as if the hash covered the protocol section
     save(tmp_path, rec_a), save(tmp_path, rec_b)
     main = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]["main"]
-    assert main.rows == ["baseline"]
+    assert main.rows == ["Baseline"]
     assert main.columns == ["clean", "noise30"]
 
 
@@ -168,9 +168,9 @@ def test_columns_ordered_and_noise_files_never_share_a_cell(tmp_path):
     main = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]["main"]
     assert main.columns == ["clean", "noise10", "noise20 #aaaaaa", "noise20 #bbbbbb", "noise30",
                             "noisefile:n01", "cross→ckplus"]
-    assert main.cell("baseline", "noise20 #aaaaaa").values == [0.65]
-    assert main.cell("baseline", "noise20 #bbbbbb").values == [0.55]
-    assert main.cell("baseline", "noisefile:n01").n == 2
+    assert main.cell("Baseline", "noise20 #aaaaaa").values == [0.65]
+    assert main.cell("Baseline", "noise20 #bbbbbb").values == [0.55]
+    assert main.cell("Baseline", "noisefile:n01").n == 2
 
 
 def test_bold_marks_best_highest_accuracy_and_lowest_ece(tmp_path):
@@ -204,9 +204,9 @@ def test_oracle_in_its_own_table(tmp_path):
     save(tmp_path, record(acc=0.80, oracle_acc=0.86))
     save(tmp_path, record(method="nooracle", acc=0.7))
     t = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]
-    assert t["main"].cell("baseline", "clean").values == [0.80]
-    assert t["oracle"].cell("baseline", "clean").values == [0.86]
-    assert t["oracle"].rows == ["baseline"]
+    assert t["main"].cell("Baseline", "clean").values == [0.80]
+    assert t["oracle"].cell("Baseline", "clean").values == [0.86]
+    assert t["oracle"].rows == ["Baseline"]
     assert "oracle" in t["oracle"].title.lower() and "oracle" not in t["main"].title.lower()
     assert t["selected"] is None
 
@@ -219,8 +219,8 @@ def test_noise_tables_only_for_noise_protocols(tmp_path):
     t = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]
     assert list(t["noise"]) == ["noise30"]
     noise = t["noise"]["noise30"]
-    assert noise.cell("baseline", "AUROC (%)").mean == pytest.approx(0.85)
-    assert noise.text("baseline", "at") == "top\\_k"
+    assert noise.cell("Baseline", "AUROC (%)").mean == pytest.approx(0.85)
+    assert noise.text("Baseline", "at") == "top\\_k"
     assert set(t["calibration"]) == {"clean", "noise30"}
     assert t["ambiguity"] == {}   # no votes in these records
 
@@ -238,12 +238,12 @@ def test_the_noise_table_names_each_row_s_headline_score_and_shows_its_floors(tm
     base["noise_detection"] = {"score": {}}
     save(tmp_path, base)
     noise = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]["noise"]["noise30"]
-    assert noise.text("ldlva", "score") == "1-lambda"
-    assert noise.text("baseline", "score") == "score"
-    assert noise.cell("ldlva", "AUROC (%)").mean == pytest.approx(0.7)
-    assert noise.cell("ldlva", "AUROC of 1-p(y) (%)").mean == pytest.approx(0.8)
-    assert noise.cell("ldlva", "AUROC of knn-disagree (%)").mean == pytest.approx(0.6)
-    assert noise.cell("baseline", "AUROC of 1-p(y) (%)") is None
+    assert noise.text("LDLVA", "score") == "1-lambda"
+    assert noise.text("Baseline", "score") == "score"
+    assert noise.cell("LDLVA", "AUROC (%)").mean == pytest.approx(0.7)
+    assert noise.cell("LDLVA", "AUROC of 1-p(y) (%)").mean == pytest.approx(0.8)
+    assert noise.cell("LDLVA", "AUROC of knn-disagree (%)").mean == pytest.approx(0.6)
+    assert noise.cell("Baseline", "AUROC of 1-p(y) (%)") is None
 
 
 def test_per_class_ambiguity_and_size_tables(tmp_path):
@@ -252,10 +252,10 @@ def test_per_class_ambiguity_and_size_tables(tmp_path):
     t = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]
     pc = t["per_class"]["clean"]
     assert pc.columns == ["neutral", "happy"]
-    assert pc.cell("baseline", "happy").mean == 0.5
+    assert pc.cell("Baseline", "happy").mean == 0.5
     assert t["ambiguity"]["clean"].columns == ["KL to votes", "acc, low ambiguity (%)"]
-    assert t["size"].text("baseline", "params") == "11.00 M"
-    assert t["size"].text("baseline", "FLOPs / image") == "1.80 G"
+    assert t["size"].text("Baseline", "params") == "11.00 M"
+    assert t["size"].text("Baseline", "FLOPs / image") == "1.80 G"
 
 
 def test_unreadable_and_duplicate_files_skipped_and_listed(tmp_path):
@@ -315,7 +315,7 @@ def test_output_dir_and_pngs(tmp_path):
 def test_confusion_grid_caps_panels_and_survives_odd_names(tmp_path):
     panels = [(f"m$ethod {i}\nx", [[[5, 1], [2, 4]]], ["a", "b"])
               for i in range(plots.MAX_PANELS + 2)]
-    path = plots.confusion_grid(tmp_path / "grid.png", "ds · clean", panels)
+    (path,) = plots.confusion_grid(tmp_path / "grid.png", "ds · clean", panels)
     assert path.read_bytes()[:8] == PNG_MAGIC
 
 
@@ -358,7 +358,7 @@ def test_real_noise_column_sits_beside_generated_noise_whatever_the_fer2013_copy
     save(tmp_path, realnoise_record(tmp_path, seed=1, acc=0.72, root="/b/fer2013.csv"))
     main = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]["main"]
     assert main.columns == ["clean", "noise30", "realnoise", "noisefile:n01"]
-    assert main.cell("baseline", "realnoise").values == [0.70, 0.72]
+    assert main.cell("Baseline", "realnoise").values == [0.70, 0.72]
 
 
 def test_leaderboard_shows_each_noisy_protocols_rate_and_confusions(tmp_path):
@@ -423,13 +423,13 @@ def test_a_reader_sees_what_budget_each_row_trained_with(tmp_path):
     save(tmp_path, man)
     board = build_leaderboard(tmp_path, with_plots=False)
     runs = board["tables"]["synthfer"]["runs"]
-    assert runs.text("baseline", "epochs") == "10" and runs.text("man", "epochs") == "4"
-    assert runs.text("baseline", "training faces") == "60"
-    assert runs.text("man", "training faces") == "54"
-    assert runs.text("baseline", "wall time (s)") == "70 ± 14 (n=2)"
+    assert runs.text("Baseline", "epochs") == "10" and runs.text("MAN", "epochs") == "4"
+    assert runs.text("Baseline", "training faces") == "60"
+    assert runs.text("MAN", "training faces") == "54"
+    assert runs.text("Baseline", "wall time (s)") == "70 ± 14 (n=2)"
     md = board["markdown"].read_text()
     assert md.index("### Test accuracy, final epoch") < md.index("### What each row ran")
-    assert "| baseline | quick    | ferbench\\_resnet\\_tiny | 48" in md
+    assert "| Baseline | quick    | ferbench\\_resnet\\_tiny | 48" in md
 
 
 def test_each_column_says_what_a_constant_guess_of_its_commonest_class_scores(tmp_path):
@@ -455,8 +455,8 @@ def test_one_protocol_on_two_test_sets_is_two_columns_and_two_rows_named_by_the_
         save(tmp_path, r)
     main = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]["main"]
     assert main.columns == ["clean [data.options.classes=7]", "clean [data.options.classes=8]"]
-    assert main.rows == ["baseline (data.options.classes=7)", "baseline (data.options.classes=8)"]
-    assert main.cell("baseline (data.options.classes=8)", "clean [data.options.classes=7]") is None
+    assert main.rows == ["Baseline (data.options.classes=7)", "Baseline (data.options.classes=8)"]
+    assert main.cell("Baseline (data.options.classes=8)", "clean [data.options.classes=7]") is None
     assert main.best("clean [data.options.classes=7]") == set()
 
 
@@ -502,7 +502,7 @@ def test_a_method_s_own_figures_get_tables_a_plot_and_its_random_start_a_mark(tm
     assert per_sample.cell("ldl", "lam: flipped mean").mean == 0.4
     assert per_sample.cell("ldl", "lam: clean median").mean == 0.8
     assert t["runs"].cell("ldl", "weights").values[0] == "random (preset expects pretrained)"
-    assert t["runs"].cell("baseline", "weights") is None  # nothing expected: nothing said
+    assert t["runs"].cell("Baseline", "weights") is None  # nothing expected: nothing said
     assert any(p.name == "synthfer-noise30-lam.png" for p in board["plots"])
     text = board["markdown"].read_text()
     assert "Method per-sample figures on the training set" in text and "Method figures" in text
@@ -587,7 +587,7 @@ def test_the_per_sample_plot_has_a_panel_per_row_and_survives_empty_epochs(tmp_p
     [png] = [p for p in board["plots"] if p.name == "synthfer-noise30-in_noisy.png"]
     assert png.read_bytes()[:8] == PNG_MAGIC
     table = board["tables"]["synthfer"]["per_sample"]["noise30"]
-    assert table.cell("man", "in_noisy: flipped median").mean == 0.9
+    assert table.cell("MAN", "in_noisy: flipped median").mean == 0.9
     assert table.cell("ldl", "in_noisy: clean mean").mean == 0.05
 
 
@@ -599,7 +599,7 @@ def test_the_ensemble_table_shows_the_worst_and_best_member(tmp_path):
     table = ensemble["clean"]
     assert table.columns == ["member acc (%)", "worst member (%)", "best member (%)",
                              "ensemble gain (%)", "disagreement (%)"]
-    assert table.text("esr", "worst member (%)") == "60.00 (n=1)"
+    assert table.text("ESR", "worst member (%)") == "60.00 (n=1)"
 
 
 def test_later_fields_of_the_wrong_type_read_as_empty(tmp_path):
@@ -609,4 +609,4 @@ def test_later_fields_of_the_wrong_type_read_as_empty(tmp_path):
     save(tmp_path, rec)
     board = build_leaderboard(tmp_path)
     assert board["n_read"] == 1 and board["skipped"] == []
-    assert board["tables"]["synthfer"]["main"].cell("baseline", "noise30").mean == 0.8
+    assert board["tables"]["synthfer"]["main"].cell("Baseline", "noise30").mean == 0.8

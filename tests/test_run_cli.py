@@ -367,7 +367,7 @@ def test_a_validation_selected_run_reaches_the_leaderboard_with_its_selected_epo
     assert set(rec["selected"]) == {"epoch", "val_acc", "test_acc"}
     table = build_leaderboard(tmp_path, with_plots=False)["tables"]["synthfer"]["selected"]
     [column] = table.columns
-    assert table.cell("baseline", column).values == [rec["selected"]["test_acc"]]
+    assert table.cell("Baseline", column).values == [rec["selected"]["test_acc"]]
     md = (tmp_path / "leaderboard.md").read_text()
     assert "Validation-selected test accuracy" in md
     # the noise file covers all 64 training faces; the run trained on the 48 left after the

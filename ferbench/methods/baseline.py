@@ -25,6 +25,8 @@ class BaselineConfig(MethodConfig):
 class Baseline(Method):
     """Plain supervised training: the reference every method is measured against."""
 
+    display_name = "Baseline"
+
     Config = BaselineConfig
     presets = {
         # A small ResNet whose stem keeps 48 px faces at full resolution: a CPU minute or two.

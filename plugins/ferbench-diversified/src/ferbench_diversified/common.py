@@ -179,13 +179,14 @@ class DiversifiedMethod(Method):
         self._phase_log = list(state.get("phase_log", []))
 
 
-def with_term_weight(method_cls: type, name: str, weight: float, doc: str) -> type:
+def with_term_weight(method_cls: type, name: str, weight: float, doc: str,
+                     display_name: str) -> type:
     """`method_cls` registered as `name` with `diversity_weight` defaulting to `weight`: the
     plain method and its `-div` twin are the same code (the paper's ablation)."""
     config = make_dataclass(f"{method_cls.Config.__name__}_{name.replace('-', '_')}",
                             [("diversity_weight", float, setting(weight, low=0.0))],
                             bases=(method_cls.Config,))
     return type(f"{method_cls.__name__}_{name.replace('-', '_')}", (method_cls,),
-                {"name": name, "Config": config, "__doc__": doc,
+                {"name": name, "Config": config, "__doc__": doc, "display_name": display_name,
                  "__module__": method_cls.__module__})
 

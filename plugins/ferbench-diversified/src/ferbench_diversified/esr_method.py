@@ -173,5 +173,7 @@ class ESRMethod(DiversifiedMethod):
                 "n_branches": cfg.n_branches, "padded": cfg.padded, "cbam": cfg.cbam}
 
 
-ESRPlain = with_term_weight(ESRMethod, "esr", 0.0, "`esr`: ESR without the term (weight 0).")
-ESRDiv = with_term_weight(ESRMethod, "esr-div", 1.0, "`esr-div`: ESR with the diversity term.")
+ESRPlain = with_term_weight(ESRMethod, "esr", 0.0, "`esr`: ESR without the term (weight 0).",
+                            "ESR")
+ESRDiv = with_term_weight(ESRMethod, "esr-div", 1.0, "`esr-div`: ESR with the diversity term.",
+                          "ESR + diversity")

@@ -137,6 +137,7 @@ class MANetMethod(DiversifiedMethod):
 
 
 MANetPlain = with_term_weight(MANetMethod, "manet", 0.0,
-                              "`manet`: MA-Net without the term (weight 0).")
+                              "`manet`: MA-Net without the term (weight 0).", "MA-Net")
 MANetDiv = with_term_weight(MANetMethod, "manet-div", 1.0,
-                            "`manet-div`: MA-Net with the diversity term.")
+                            "`manet-div`: MA-Net with the diversity term.",
+                            "MA-Net + diversity")

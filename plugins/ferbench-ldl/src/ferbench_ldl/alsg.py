@@ -41,6 +41,7 @@ def smoothness(probs: torch.Tensor, neighbour_probs: torch.Tensor, kernel: torch
 
 
 class LDLALSG(NeighbourMethod):
+    display_name = "LDL-ALSG"
     Config = ALSGConfig
     presets = {
         # LDLVA's code setting (ResNet-18, 224 px, Adam 1e-3 with steps at 10/20/40 of 60,

@@ -110,6 +110,7 @@ def update_centres(centres, feats, labels, weights, lr: float, push: float) -> N
 
 
 class LDLVA(NeighbourMethod):
+    display_name = "LDLVA"
     Config = LDLVAConfig
     presets = {
         # The code's RAF-DB ResNet-18 setting (ldl.md §3): Adam 1e-3, ×0.1 at 10/20/40,

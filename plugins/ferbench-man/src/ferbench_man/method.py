@@ -138,6 +138,8 @@ class TwoNets(nn.Module):
 class MAN(Method):
     """Mining Ambiguity and Noise (Zhang, Sun, Li, Wang; PRL 164, 2022), as its code does it."""
 
+    display_name = "MAN"
+
     Config = MANConfig
     presets = {
         "paper": {"backbone": "resnet18", "image_size": 224, "batch_size": 128, "epochs": 100,

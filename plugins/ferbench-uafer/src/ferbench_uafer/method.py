@@ -112,6 +112,8 @@ class UAFERNet(nn.Module):
 class UAFER(Method):
     """UA-FER (Zhou, Huang, Xu; Neurocomputing 2024), as its official code does it."""
 
+    display_name = "UA-FER"
+
     Config = UAFERConfig
     presets = {
         "paper": {"backbone": "clip:ViT-B-16", "image_size": 224, "batch_size": 128, "epochs": 50,
