@@ -186,7 +186,7 @@ def engine_throughput(root: Path, size: int, steps: int, device: torch.device) -
     from ferbench.methods.baseline import Baseline
     from ferbench.plugins import registry
     from ferbench.protocols import Clean, finish_view
-    from ferbench.runner import _context
+    from ferbench.context import build_context
 
     ds = open_dataset(registry().get("datasets", "fer2013"), root)
     view = finish_view(Clean().apply(ds, {}), {})
@@ -200,9 +200,9 @@ def engine_throughput(root: Path, size: int, steps: int, device: torch.device) -
                        "method.batch_size": BATCH}, [])
     mcfg = to_method_config(Baseline, cfg)
     precision = resolve_precision("auto", device)
-    ctx, _ = _context(view, mcfg, "L", device, precision, show=False)
-    engine = Engine(Baseline(mcfg), ctx, seed=0, test_labels=view.test_labels, val_labels=None,
-                    checkpoint_dir=None, resume=False, eval_every=0,
+    ctx, test, _ = build_context(view, mcfg, mode="L", device=device, precision=precision,
+                                 show_progress=False)
+    engine = Engine(Baseline(mcfg), ctx, test=test, seed=0, checkpoint_dir=None, eval_every=0,
                     channels_last=resolve_channels_last("auto", device, precision),
                     show_progress=False)
     return engine.fit().history[-1]["images_per_s"]
