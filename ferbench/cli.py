@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 from tabulate import tabulate
@@ -57,7 +58,11 @@ def _origin(e: BaseException) -> str:
     return f" in {module} ({os.path.basename(code.co_filename)}:{line}, {code.co_name})"
 
 
-@click.group(cls=_Group)
+LOAD_PLUGINS_HELP = ("FERBENCH_LOAD_PLUGINS=NAME,NAME loads only these third-party plugins (entry "
+                     "point or distribution names; empty: none); built-ins always load.")
+
+
+@click.group(cls=_Group, epilog=LOAD_PLUGINS_HELP)
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(package_name="ferbench")
 @click.pass_context
@@ -66,10 +71,23 @@ def cli(ctx, debug):
     ctx.obj = {"debug": debug}
 
 
-@cli.command("list")
+@cli.command("list", epilog=LOAD_PLUGINS_HELP)
+@click.option("--method", "method", default=None, metavar="NAME",
+              help="Show one method: description, plugin, presets and every config key.")
+@click.option("--dataset", "dataset", default=None, metavar="NAME",
+              help="Show one dataset: description, layouts, options and official counts.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_cmd(as_json):
+def list_cmd(method, dataset, as_json):
     """Methods, datasets, protocols, views, the plugin providing each, and plugins that failed."""
+    if method is not None and dataset is not None:
+        raise ConfigError("list: give --method NAME or --dataset NAME, not both")
+    if method is not None or dataset is not None:
+        from .describe import dataset_text, describe_dataset, describe_method, method_text
+
+        info = describe_method(method) if method is not None else describe_dataset(dataset)
+        text = method_text if method is not None else dataset_text
+        click.echo(json.dumps(info, indent=1) if as_json else text(info))
+        return
     from .plugins import KINDS, describe
 
     info = describe()
@@ -149,6 +167,8 @@ def data_check(dataset, data_root, layout, label_order, options, report, image_s
     rows = [[s] + [v["classes"][c] for c in info["classes"]] + [v["total"]]
             for s, v in tables.items()]
     click.echo(tabulate(rows, headers=headers))
+    if info["official"]:
+        _echo_official(info["official"])
     if info["extras"]:
         click.echo("extras: " + ", ".join(f"{k} {tuple(v['shape'])} ({v['kind']})"
                                           for k, v in info["extras"].items()))
@@ -165,6 +185,19 @@ def data_check(dataset, data_root, layout, label_order, options, report, image_s
         click.echo(f"report written to {report}")
 
 
+def _echo_official(o: dict) -> None:
+    from .official import describe_split
+
+    if not o["compared"]:
+        click.echo(f"official counts ({o['source']}): not compared, {o['why_not']}")
+        return
+    verdict = ("every split matches" if o["matches"]
+               else "this copy differs (a fact about the copy, not an error)")
+    click.echo(f"official counts ({o['source']}): {verdict}")
+    for split, entry in o["splits"].items():
+        click.echo(f"  {describe_split(split, entry)}")
+
+
 def _echo_match(m: dict) -> None:
     r = m["reasons"]
     click.echo(f"FER2013 match ({m['route']} route, {m['source']}): {m['faces']:,} FERPlus "
@@ -179,16 +212,35 @@ def _echo_match(m: dict) -> None:
                         disable_numparse=True))
 
 
+def _comma_list(ctx, param, values):
+    """`--method a,b --method c` as [a, b, c]; an empty item is refused."""
+    out = []
+    for value in values:
+        # A protocol value naming an existing file (noise_file=PATH) keeps its commas.
+        _, sep, rest = value.partition("=")
+        if sep and param.name == "protocols" and os.path.exists(os.path.expanduser(rest)):
+            out.append(value)
+            continue
+        items = [item.strip() for item in value.split(",")]
+        if not all(items):
+            raise ConfigError(f"--{param.name[:-1]} {value!r}: an empty item in the comma list "
+                              f"(expected NAME,NAME)")
+        out += items
+    return tuple(out)
+
+
 @cli.command("run", context_settings={"ignore_unknown_options": False})
-@click.option("--method", "methods", multiple=True, help="Method (repeatable); default: all.")
+@click.option("--method", "methods", multiple=True, callback=_comma_list,
+              help="Method, or a comma list of them (repeatable); default: all.")
 @click.option("--dataset", default="synthfer", show_default=True)
 @click.option("--data-root", type=click.Path(), default=None)
 @click.option("--layout", default=None)
 @click.option("--label-order", default=None, help="Order of numeric class folders 0..6.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A dataset option (repeatable).")
-@click.option("--protocol", "protocols", multiple=True,
-              help="clean, noise30 (any noiseP), noise_file=PATH, realnoise, cross (repeatable).")
+@click.option("--protocol", "protocols", multiple=True, callback=_comma_list,
+              help="clean, noise30 (any noiseP), noise_file=PATH, realnoise, cross; a comma "
+                   "list such as clean,noise30 (repeatable).")
 @click.option("--target", default=None, help="Target dataset of the cross protocol.")
 @click.option("--target-root", type=click.Path(), default=None)
 @click.option("--fer2013-root", type=click.Path(), default=None,
@@ -229,13 +281,16 @@ def _echo_match(m: dict) -> None:
                    "mem_gb, time_min, array_parallelism.")
 @click.option("--dry-run", is_flag=True,
               help="Print the cells, how many are stored and the time still needed; run none.")
+@click.option("--print-config", is_flag=True,
+              help="Print each planned run's resolved config and run key as YAML; run none "
+                   "and write nothing to --out.")
 @click.argument("overrides", nargs=-1)
 @click.pass_context
 def run_cmd(click_ctx, methods, dataset, data_root, layout, label_order, options, protocols,
             target, target_root, fer2013_root, extras, seeds, noise_seed, preset, epochs,
             batch_size, image_size, backbone, weights, device, precision, out, resume, force,
             no_leaderboard, grid, variables, jobs, launcher, slurm_settings, dry_run,
-            overrides):
+            print_config, overrides):
     """Train and evaluate methods under protocols; store one result file per run.
 
     OVERRIDES are KEY=VALUE settings of the resolved config, e.g. lr=0.01 or
@@ -247,6 +302,8 @@ def run_cmd(click_ctx, methods, dataset, data_root, layout, label_order, options
     """
     from .runner import RunRequest, run
 
+    if print_config and dry_run:
+        raise ConfigError("--print-config and --dry-run both plan without running: give one")
     if grid:
         from click.core import ParameterSource
 
@@ -260,10 +317,14 @@ def run_cmd(click_ctx, methods, dataset, data_root, layout, label_order, options
             raise ConfigError(f"--grid {grid}: the grid file says what to run; "
                               f"{', '.join(given)} belong in it (--device, --out, --jobs, "
                               f"--launcher, --force and --dry-run may be given)")
+        out = out if click_ctx.get_parameter_source("out") != ParameterSource.DEFAULT else None
+        if print_config:
+            from .printconfig import configs_yaml, grid_configs
+
+            click.echo(configs_yaml(grid_configs(grid, _pairs(variables, "--var"), device, out)))
+            return
         return _sweep(grid, variables, jobs, launcher, slurm_settings, dry_run, force,
-                      no_leaderboard, device,
-                      out if click_ctx.get_parameter_source("out") != ParameterSource.DEFAULT
-                      else None)
+                      no_leaderboard, device, out)
     if variables:
         raise ConfigError("--var sets a variable of a grid file: give --grid FILE")
 
@@ -285,6 +346,11 @@ def run_cmd(click_ctx, methods, dataset, data_root, layout, label_order, options
                      flags={k: v for k, v in flags.items() if v is not None},
                      overrides=list(overrides), out=out, resume=resume, force=force,
                      leaderboard=not no_leaderboard)
+    if print_config:
+        from .printconfig import configs_yaml, planned_configs
+
+        click.echo(configs_yaml(planned_configs(req)))
+        return
     if jobs or launcher or dry_run or slurm_settings:
         from .sweep import run_sweep
 
@@ -343,13 +409,23 @@ def _sweep(grid, variables, jobs, launcher, slurm_settings, dry_run, force, no_l
 
 @cli.command("leaderboard")
 @click.argument("results_dir", default="results", type=click.Path())
-@click.option("--out", default=None, type=click.Path(), help="Folder for the markdown and PNGs.")
-def leaderboard_cmd(results_dir, out):
-    """Markdown tables and PNG plots from stored result files."""
+@click.option("--out", default=None, type=click.Path(), help="Folder for the tables and figures.")
+@click.option("--format", "formats", default="md", show_default=True,
+              help="Table formats, a comma list of md, csv, latex, jsonl.")
+@click.option("--figure-format", "figure_formats", default="png", show_default=True,
+              help="Figure formats, a comma list of png, pdf, svg.")
+def leaderboard_cmd(results_dir, out, formats, figure_formats):
+    """Tables (markdown, CSV, JSON lines, LaTeX), a runs index and figures from stored
+    result files."""
+    from .exports import FIGURE_FORMATS, FORMATS, parse_formats
     from .leaderboard import build_leaderboard
 
-    board = build_leaderboard(results_dir, out)
-    click.echo(f"leaderboard written to {board['markdown']} ({len(board['plots'])} plots)")
+    formats = parse_formats(formats, FORMATS, "--format")
+    figure_formats = parse_formats(figure_formats, FIGURE_FORMATS, "--figure-format")
+    board = build_leaderboard(results_dir, out, formats=formats, figure_formats=figure_formats)
+    written = ", ".join(p.name for p in board["files"])
+    click.echo(f"leaderboard written to {Path(board['files'][0]).parent}: {written} "
+               f"({len(board['plots'])} figure files)")
     for path, why in board["skipped"]:
         click.echo(f"ferbench: warning: {path}: skipped, {why}", err=True)
 

@@ -12,12 +12,14 @@ import numpy as np
 from .datasets.audit import audit
 from .datasets.base import open_dataset
 from .errors import ConfigError, DataError
+from .official import compare_official
 from .plugins import registry
 
 
 def check_dataset(name: str, root, layout=None, options=None, do_audit=True,
                   image_size=48, show_progress=None, fer2013_root=None) -> dict:
-    """Open a dataset and describe it: layout, counts per split and class, extras, problems.
+    """Open a dataset and describe it: layout, counts per split and class, extras, problems,
+    and how the counts compare with the official ones where the adapter declares them.
 
     With `fer2013_root` (a dataset whose adapter has `original_labels`: FERPlus), also the
     match of its training faces to FER2013's original labels, as protocol realnoise uses it.
@@ -45,6 +47,9 @@ def check_dataset(name: str, root, layout=None, options=None, do_audit=True,
         "roles": {"train": ds.train, "val": ds.val, "test": ds.test},
         "notes": list(ds.notes), "splits": splits, "combined": combined, "extras": extras,
         "fingerprints": {s: v.fingerprint for s, v in ds.splits.items()},
+        # A subset or another copy is reported here, never refused.
+        "official": compare_official(getattr(adapter, "official_counts", None), ds.layout,
+                                     ds.options, {**splits, **combined}, ds.notes),
     }
     if fer2013_root is not None:
         match = original_labels(ds, fer2013_root, show_progress=show_progress)

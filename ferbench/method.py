@@ -29,20 +29,20 @@ class MethodConfig:
     config is built, in the method's own Config too.
     """
 
-    backbone: str = "ferbench_resnet_tiny"
-    weights: str | None = None
-    image_size: int = setting(48, low=8)
-    epochs: int = setting(8, low=0)
-    batch_size: int = setting(64, low=1)
-    lr: float = setting(1e-3, low=0.0)
-    weight_decay: float = setting(5e-4, low=0.0)
-    optimizer: str = setting("adamw", choices=("adamw", "sgd", "adam"))
-    momentum: float = setting(0.9, low=0.0, high=1.0)
+    backbone: str = "ferbench_resnet_tiny"   # any timm model name (--backbone)
+    weights: str | None = None   # a local checkpoint file to start from (--weights)
+    image_size: int = setting(48, low=8)   # side of the square training images, px
+    epochs: int = setting(8, low=0)   # training epochs; schedules scale with them
+    batch_size: int = setting(64, low=1)   # training images per step
+    lr: float = setting(1e-3, low=0.0)   # base learning rate of the main parameter group
+    weight_decay: float = setting(5e-4, low=0.0)   # the optimiser's weight decay
+    optimizer: str = setting("adamw", choices=("adamw", "sgd", "adam"))   # default optimiser
+    momentum: float = setting(0.9, low=0.0, high=1.0)   # SGD's momentum
     scheduler: str = setting("onecycle", choices=("onecycle", "cosine", "step", "none"))
     warmup: float = setting(0.15, low=0.0, high=1.0)  # share of the schedule warming up (onecycle)
-    label_smoothing: float = setting(0.0, low=0.0, high=1.0)
-    tta_flip: bool = False
-    views: list = field(default_factory=lambda: ["weak"])
+    label_smoothing: float = setting(0.0, low=0.0, high=1.0)   # of the cross-entropy target
+    tta_flip: bool = False   # average the predictions of each test image and its mirror
+    views: list = field(default_factory=lambda: ["weak"])   # augmentation views of each image
 
     def __post_init__(self):
         # `KEY=VALUE` overrides bypass the flags' range checks: refuse here, before any run.

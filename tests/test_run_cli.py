@@ -119,7 +119,7 @@ def test_a_run_writes_per_sample_arrays_weights_noise_file_and_leaderboard(store
     assert doc["n_flipped"] == noise["n_flipped"] == round(0.3 * 64) and doc["n_train"] == 64
     assert noise["source"] == "generated" and noise["rate"] == pytest.approx(19 / 64)
     # the leaderboard, and nothing half-written left behind
-    assert "baseline" in (out / "leaderboard.md").read_text()
+    assert "Baseline" in (out / "leaderboard.md").read_text()
     left = [p.name for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".run"
             or p.name.endswith(".tmp")]
     assert left == [] and not list(out.rglob("seed0.run"))

@@ -41,6 +41,22 @@ class FER2013(DatasetAdapter):
     # A noise file with integer labels uses the challenge's emotion codes.
     native_labels = {i: canonical(n) for i, n in enumerate(NATIVE)}
     same_faces_as = ("ferplus",)  # FERPlus relabelled these very faces
+    # The challenge's fer2013.csv (Goodfellow et al., ICONIP 2013, "Challenges in
+    # Representation Learning"): Training 28,709 rows, PublicTest and PrivateTest 3,589
+    # each; per class as the file's emotion column counts them.
+    official_counts = {
+        "source": "fer2013.csv of the ICML 2013 challenge",
+        "splits": {
+            "train": {"total": 28709, "classes": {
+                "anger": 3995, "disgust": 436, "fear": 4097, "happiness": 7215,
+                "neutral": 4965, "sadness": 4830, "surprise": 3171}},
+            "val": {"total": 3589},
+            "test": {"total": 3589},
+            "test_all": {"total": 7178, "classes": {
+                "anger": 958, "disgust": 111, "fear": 1024, "happiness": 1774,
+                "neutral": 1233, "sadness": 1247, "surprise": 831}},
+        },
+    }
 
     def detect(self, root: Path) -> list[str]:
         found = []

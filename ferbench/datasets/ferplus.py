@@ -74,6 +74,27 @@ class FERPlus(DatasetAdapter):
     # Integer labels are vote-column indices, as the reference trainer's argmax yields them.
     native_labels = {i: CLASSES[c] for i, c in enumerate(VOTE_TO_CANONICAL)}
     same_faces_as = ("fer2013",)  # FER2013's faces, relabelled by ten annotators each
+    # microsoft/FERPlus: the label.csv files its generator writes (Train 28,558, Valid 3,579,
+    # Test 3,573 rows) and the faces its reference trainer keeps from them under the
+    # majority scheme (ferplus.py `_process_data`), per class. The rows read are the count
+    # each split's note gives (`rows_note`).
+    official_counts = {
+        "source": "microsoft/FERPlus label.csv, majority scheme",
+        "applies": {"layouts": ["official", "diversified"],
+                    "options": {"labels": "label.csv", "scheme": "majority"}},
+        "rows_note": r"^{split}: the \w+ scheme kept [\d,]+ of (?P<rows>[\d,]+) faces",
+        "splits": {
+            "train": {"total": 25045, "rows": 28558, "classes": {
+                "neutral": 8733, "happiness": 7284, "surprise": 3136, "sadness": 3022,
+                "anger": 2098, "disgust": 116, "fear": 536, "contempt": 120}},
+            "val": {"total": 3191, "rows": 3579, "classes": {
+                "neutral": 1180, "happiness": 862, "surprise": 411, "sadness": 348,
+                "anger": 289, "disgust": 25, "fear": 60, "contempt": 16}},
+            "test": {"total": 3137, "rows": 3573, "classes": {
+                "neutral": 1083, "happiness": 892, "surprise": 394, "sadness": 382,
+                "anger": 269, "disgust": 16, "fear": 86, "contempt": 15}},
+        },
+    }
 
     def original_labels(self, ds: Dataset, root=None, show_progress=None):
         """FER2013's own label of each training face, found in the FER2013 copy at `root`."""

@@ -44,6 +44,19 @@ class RAFDB(DatasetAdapter):
     options = {"images": "aligned", "label_order": ""}
     # The SCN/RUL/EAC noise lists use the 1-based codes of list_patition_label.txt.
     native_labels = dict(zip(range(1, 8), RAF_ORDER))
+    # RAF-DB's basic set (Li, Deng, Du, CVPR 2017), as EmoLabel/list_patition_label.txt
+    # lists it: 12,271 train and 3,068 test images, per class.
+    official_counts = {
+        "source": "RAF-DB basic, EmoLabel/list_patition_label.txt",
+        "splits": {
+            "train": {"total": 12271, "classes": {
+                "surprise": 1290, "fear": 281, "disgust": 717, "happiness": 4772,
+                "sadness": 1982, "anger": 705, "neutral": 2524}},
+            "test": {"total": 3068, "classes": {
+                "surprise": 329, "fear": 74, "disgust": 160, "happiness": 1185,
+                "sadness": 478, "anger": 162, "neutral": 680}},
+        },
+    }
 
     def detect(self, root: Path) -> list[str]:
         found = []
