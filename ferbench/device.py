@@ -107,10 +107,11 @@ def shared_cpu_threads(device: torch.device) -> tuple[int, float] | None:
 
 
 def describe(device: torch.device) -> dict:
-    if device.type == "cuda":
-        return {"type": "cuda", "name": torch.cuda.get_device_name(device),
-                "threads": torch.get_num_threads()}
-    import platform
+    """The record's `device`: what trained (the GPU, or the CPU by its model name), torch's
+    threads, the host's CPU and cores, and on CUDA the GPU's capability, memory and driver."""
+    from .provenance import cpu_cores, cpu_model, gpu_facts
 
-    return {"type": "cpu", "name": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads()}
+    cpu = cpu_model()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
+    return {"type": device.type, "name": name, "threads": torch.get_num_threads(),
+            "cpu": cpu, "cores": cpu_cores(), **gpu_facts(device)}

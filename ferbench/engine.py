@@ -21,6 +21,7 @@ from .method import (Method, OptimizerSpec, PerSample, Phase, check_training_ind
                      distribution_problem, member_name)
 from .optim import default_optimizer
 from .progress import console, progress_bar
+from .tracking import Loggers
 
 
 def loss_read_interval(device: torch.device) -> int:
@@ -91,14 +92,16 @@ class Engine:
     """Trains `method` on a run's context and tests it on `test` every `eval_every` epochs.
 
     `test` is the test split with its labels, which the engine scores and the method never
-    sees; `initial_state` is (file, state dict) of a ferbench weights.pt to start from.
+    sees; `initial_state` is (file, state dict) of a ferbench weights.pt to start from;
+    `loggers` (ferbench.tracking) get each epoch's history row, `run` what they are told of
+    the run at its start.
     """
 
     def __init__(self, method: Method, ctx: RunContext, *, test: SplitData, seed: int,
                  checkpoint_dir: Path | None = None, resume: bool = False, eval_every: int = 1,
                  select: str = "final", channels_last: bool = False,
                  show_progress: bool | None = None, compile: bool = False,
-                 initial_state: tuple | None = None):
+                 initial_state: tuple | None = None, loggers=(), run: dict | None = None):
         self.method, self.ctx, self.test, self.seed = method, ctx, test, seed
         self.compile = compile
         self._compiled: dict[int, torch.nn.Module] = {}
@@ -108,6 +111,7 @@ class Engine:
         self.show_progress = show_progress
         self.initial_state = initial_state
         self.evaluator = Evaluator(method, ctx, channels_last)
+        self.loggers = Loggers(loggers, run)
 
     # ---- optimisers ------------------------------------------------------
     def _optimizers(self, model, phase: Phase) -> list[OptimizerSpec]:
@@ -121,6 +125,20 @@ class Engine:
 
     # ---- the loop --------------------------------------------------------
     def fit(self) -> EngineResult:
+        """Train and test; the loggers hear how the run ended, however it ends."""
+        try:
+            res = self._fit()
+        except BaseException as e:
+            status = "killed" if isinstance(e, KeyboardInterrupt) else "failed"
+            self.loggers.finish({"status": status, "error": str(e).split("\n")[0]})
+            raise
+        last = res.history[-1] if res.history else {}
+        self.loggers.finish({"status": "finished", "wall_time_s": res.wall_time_s,
+                             "images_per_s": res.images_per_s,
+                             **{k: last[k] for k in ("test_acc", "val_acc") if k in last}})
+        return res
+
+    def _fit(self) -> EngineResult:
         ctx, method = self.ctx, self.method
         t_start = time.time()
         if ctx.device.type == "cuda":
@@ -180,13 +198,20 @@ class Engine:
             method.on_phase_end(model, ctx, phase)
             if phase.epochs:  # the state after on_phase_end is what a resumed run continues from
                 self._save(model, [], progress, epoch - 1, pi, phase_done=True)
+        self._start_logging(progress, total)  # a resumed run whose epochs were all done
         if self.eval_every != 1:
             progress.oracle = None  # the best test epoch is unknown unless every epoch was tested
         return self._finish(model, progress, t_start)
 
+    def _start_logging(self, progress: _Progress, total: int) -> None:
+        """The loggers' start, once, when the history a resumed run continues is known."""
+        self.loggers.start(epochs=total, resumed_from=self.resumed_from,
+                           history=list(progress.history))
+
     def _epoch(self, model, specs, epoch, phase, progress: _Progress, total: int) -> None:
         """One epoch: train, the method's end-of-epoch figures, evaluation, the history row."""
         ctx, method = self.ctx, self.method
+        self._start_logging(progress, total)
         row, n_img, secs = self._train_epoch(model, specs, epoch, phase)
         progress.img_count += n_img
         progress.train_time += secs
@@ -220,6 +245,7 @@ class Engine:
                 progress.selected = {"epoch": epoch, "val_acc": vacc, "test_probs": probs}
             method.on_validation_end(model, ctx, epoch, {"val_acc": vacc})
         progress.history.append(row)
+        self.loggers.log_epoch(row)
         self._report(row, len(progress.history), total)
 
     @property

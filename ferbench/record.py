@@ -19,7 +19,7 @@ SCHEMA_VERSION = 1
 KEY_FIELDS = tuple(f.name for f in dataclasses.fields(RunKey))
 # Sections the leaderboard reads as mappings: anything else in a stored file reads as {}.
 _MAPPINGS = ("metrics", "per_class", "dataset", "config", "method", "noise_summary_epochs",
-             "distributions")
+             "distributions", "loggers", "code")
 # The same for sections read as lists, and as a mapping or nothing.
 _LISTS = ("weights", "prediction_extras")
 _OPTIONAL_MAPPINGS = ("members", "training_subset")
@@ -61,6 +61,11 @@ class RunRecord:
     members: dict | None = None
     prediction_extras: list = field(default_factory=list)
     training_subset: dict | None = None
+    history_file: str | None = None     # the JSON-lines history beside the record, by name
+    loggers: dict = field(default_factory=dict)     # optional logger name → where it wrote
+    code: dict = field(default_factory=dict)        # distribution → {commit, dirty} | None
+    started_at: str | None = None       # ISO 8601, UTC
+    finished_at: str | None = None
     # Where the record was read from; not part of the file.
     path: str | None = field(default=None, compare=False)
 

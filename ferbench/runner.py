@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shlex
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +29,12 @@ from .planning import (RunRequest, check_cross, flag_overrides, leaked_test, ope
 from .plugins import registry
 from .progress import console
 from .protocols import finish_view
+from .provenance import code_state, cuda_versions, plugin_versions, utc_now
 from .results import check_writable, is_readable_result
 from .runkey import run_key
 from .scoring import score_run
 from .store import make_record, write_arrays, write_noise, write_record, write_weights
+from .tracking import JsonLinesHistory, check_loggers, history_path, open_loggers
 from .weights import read_state_dict
 
 __all__ = ["Prepared", "RunRequest", "prepare", "resolve_cell", "run", "run_one"]
@@ -141,6 +146,9 @@ def resolve_cell(req, ds, mode, params, view, name, cls, preset, seed) -> Resolv
                           f"{ds.name} under {pv.id} has no validation split: add "
                           f"protocol.val_fraction=0.1")
     resolved = as_dict(cfg)
+    # How a run is watched is not what it computes: kept out of the recorded config, so out
+    # of its hash and the leaderboard's variants (the record's `loggers` says where it went).
+    check_loggers(resolved["engine"].pop("loggers"))
     resolved["engine"]["precision"] = precision
     channels_last = resolve_channels_last(cfg.engine.channels_last, device, precision)
     resolved["engine"]["channels_last"] = "on" if channels_last else "off"
@@ -174,7 +182,8 @@ def _run_one(req, out, ds, mode, r, name, cls, seed, preset, tag) -> Path | None
         r.cfg, r.mcfg, r.device, r.precision, r.view, r.method, r.resolved, r.key)
     channels_last = r.channels_last
     result_path = key.result_path(out)
-    label = f"{tag} {name} · {key.protocol} · seed {seed} · {ds.name}"
+    title = f"{name} · {key.protocol} · seed {seed} · {ds.name}"
+    label = f"{tag} {title}"
     if result_path.exists() and not req.force:
         if is_readable_result(result_path):
             console.print(f"{label}: stored result, skipped (--force reruns)", highlight=False)
@@ -202,7 +211,7 @@ def _run_one(req, out, ds, mode, r, name, cls, seed, preset, tag) -> Path | None
                           f"busy): training with {shared[0]} thread"
                           f"{'s' if shared[0] > 1 else ''} (engine.threads=N pins it)",
                           highlight=False)
-        t0 = time.time()
+        t0, started_at = time.time(), utc_now()
         # A weights.pt that ferbench wrote (it carries its run key) restores the whole model;
         # any other checkpoint goes into each backbone the method builds.
         state, source_run = read_state_dict(mcfg.weights) if mcfg.weights else (None, None)
@@ -221,11 +230,16 @@ def _run_one(req, out, ds, mode, r, name, cls, seed, preset, tag) -> Path | None
         if whole_model:
             weights_info.append({"file": str(mcfg.weights), "whole_model": True,
                                  "source_run": source_run})
+        history = history_path(stem)  # beside the result: run_dir goes when the run ends
+        optional = open_loggers(cfg.engine.loggers, out=out,
+                                run_path=stem.relative_to(out).as_posix())
         engine = Engine(method, ctx, test=test, seed=seed, checkpoint_dir=run_dir,
                         resume=req.resume, eval_every=int(cfg.engine.eval_every),
                         select=cfg.engine.select, channels_last=channels_last,
                         show_progress=req.show_progress, compile=bool(cfg.engine.compile),
-                        initial_state=(mcfg.weights, state) if whole_model else None)
+                        initial_state=(mcfg.weights, state) if whole_model else None,
+                        loggers=[JsonLinesHistory(history), *optional.values()],
+                        run={"name": title, "key": key.as_dict(), "config": resolved})
         try:
             res = engine.fit()
         except PluginError:
@@ -238,7 +252,13 @@ def _run_one(req, out, ds, mode, r, name, cls, seed, preset, tag) -> Path | None
             preset_source=(getattr(cls, "preset_sources", {}) or {}).get(preset, "ferbench"),
             resolved=resolved, ds=ds, res=res, scores=scores, noise_file=noise_file,
             device=describe(device), precision=precision, weights_info=weights_info,
-            wall=time.time() - t0, command=req.command)
+            wall=time.time() - t0, command=req.command or shlex.join(sys.argv))
+        record = dataclasses.replace(
+            record, versions={**record.versions, **cuda_versions(device),
+                              "plugins": plugin_versions(registry().plugins)},
+            history_file=history.name if history.exists() else None,
+            loggers={n: lg.where for n, lg in optional.items()},
+            code=code_state(registry().plugins), started_at=started_at, finished_at=utc_now())
         write_arrays(stem.with_suffix(".npz"), pv, res)
         write_weights(stem.parent / f"{stem.name}.weights.pt",
                       trainable_state(res.model, ctx.frozen_modules), key)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ..errors import ConfigError, unknown_name
+from ..tracking import LOGGER_NAMES
 from .settings import check_settings, setting
 
 
@@ -48,6 +49,9 @@ class EngineConfig:
     threads: int = setting(0, low=0)  # 0: torch's default
     channels_last: str = setting("auto", choices=("auto", "on", "off"))
     compile: bool = False        # torch.compile the model for training steps
+    # Where each epoch's figures go besides the run's history file. How a run is watched is
+    # not what it computes: the runner keeps this key out of the recorded config and hash.
+    loggers: List[str] = setting(default_factory=list, choices=LOGGER_NAMES)
 
 
 @dataclass

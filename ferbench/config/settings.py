@@ -9,6 +9,7 @@ built (MethodConfig.__post_init__), the engine section when a run is composed.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConfigError
@@ -40,8 +41,13 @@ def check_settings(config, prefix: str = "", cls=None) -> None:
         value = config[f.name] if isinstance(config, dict) or not dataclasses.is_dataclass(
             config) else getattr(config, f.name)
         name = f"{prefix}{f.name}"
-        if meta.get("choices") and value not in meta["choices"]:
-            raise ConfigError(f"{name}={value!r}: must be {_alternatives(meta['choices'])}")
+        choices = meta.get("choices")
+        if choices:
+            # A list key (engine.loggers) takes any of its choices: each item is checked.
+            listed = isinstance(value, Sequence) and not isinstance(value, str)
+            for item in value if listed else [value]:
+                if item not in choices:
+                    raise ConfigError(f"{name}={item!r}: must be {_alternatives(choices)}")
         low, high = meta.get("low"), meta.get("high")
         if low is None and high is None:
             continue
