@@ -23,6 +23,18 @@ def write_image(path: Path, seed: int = 0, size: int = 48, mode: str = "L", fmt:
     return path
 
 
+def one_error_line(result, *fragments: str) -> str:
+    """The one line a refused command prints: exit status 2, `ferbench: error: ...` holding
+    each of `fragments`, no traceback. `result` is a click CliRunner result."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ferbench: error: ") and "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    return lines[0]
+
+
 def benchmark_script(name: str):
     """A script under benchmarks/ (not a package), imported as a module."""
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from conftest import one_error_line
 from ferbench.cli import cli
 
 # A run small enough to train in seconds (fp32 named: `auto` picks bf16 on some CPUs).
@@ -30,16 +31,6 @@ def python_m(*args, env=None):
     """Run `python -m ferbench ARGS...` as a user does, in a fresh process."""
     return subprocess.run([sys.executable, "-m", "ferbench", *map(str, args)],
                           capture_output=True, text=True, timeout=300, check=False, env=env)
-
-
-def one_error_line(result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("ferbench: error: ") and "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 def planned(*args) -> list[dict]:

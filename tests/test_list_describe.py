@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import write_image
+from conftest import one_error_line, write_image
 
 from ferbench import hookimpl
 from ferbench.cli import cli
@@ -31,16 +30,6 @@ DATASETS = sorted(registry().datasets)
 def ferbench(*args, env=None):
     """Run `ferbench ARGS...` in this process; stdout and stderr are kept apart."""
     return CliRunner().invoke(cli, [str(a) for a in args], env=env)
-
-
-def one_error_line(result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("ferbench: error: ") and "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 def test_every_installed_package_method_is_covered():
@@ -132,7 +121,7 @@ def test_a_subclass_keeps_a_comment_it_does_not_repeat_and_replaces_one_it_does(
     assert esr["lr"] == "the new branch (and the base in phase 1)"
 
 
-@dataclass
+@dataclasses.dataclass
 class _DocumentedConfig(MethodConfig):
     # How hard to push,
     # in two lines.
