@@ -18,6 +18,9 @@ def _request(out, **kw):
                 flags={"epochs": 3, "batch_size": 16, "device": "cpu", "precision": "fp32"},
                 out=str(out), leaderboard=False, show_progress=False)
     base.update(kw)
+    # Bit-identical comparisons need one thread count: a run on a busy CPU would otherwise
+    # take fewer threads and sum in another order.
+    base["overrides"] = ["engine.threads=2", *base.get("overrides", [])]
     return RunRequest(**base)
 
 

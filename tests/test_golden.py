@@ -57,7 +57,8 @@ TOLERANCE = 0.016
 def test_a_fixed_small_run_gives_its_pinned_key_noise_and_metrics(protocol, tmp_path):
     want = GOLDEN[protocol]
     [path] = run(RunRequest(methods=["baseline"], protocols=[protocol], data_options=DATA,
-                            flags=FLAGS, overrides=want["overrides"], out=str(tmp_path),
+                            flags=FLAGS, overrides=[*want["overrides"], "engine.threads=2"],
+                            out=str(tmp_path),
                             leaderboard=False, show_progress=False))
     assert path.relative_to(tmp_path).as_posix() == want["path"]  # the run key and its hash
     record = json.loads(path.read_text())

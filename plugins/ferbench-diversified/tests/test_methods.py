@@ -127,7 +127,7 @@ def test_the_leaderboard_shows_the_four_methods_similarity_side_by_side(tmp_path
     columns = [c.strip().replace("\\_", "_") for c in header.strip("|").split("|")]
     rows = {r.strip("|").split("|")[0].strip(): [c.strip() for c in r.strip("|").split("|")]
             for r in lines if r.startswith("| ") and not r.startswith("| method")}
-    assert set(rows) == {"esr", "esr-div", "manet", "manet-div"}
+    assert set(rows) == {"ESR", "ESR + diversity", "MA-Net", "MA-Net + diversity"}
     for figure in ("test_sim_cosine", "test_sim_kernel_l2", "test_kernel_spatial"):
         col = columns.index(figure)
         assert all(rows[m][col] not in ("", "–") for m in rows), (figure, rows)
