@@ -10,6 +10,7 @@ import sys
 
 from tabulate import tabulate
 
+from .config.settings import bound_text
 from .keyhelp import key_help
 from .plugins import Registry, registry
 
@@ -123,15 +124,7 @@ def _key(f: dataclasses.Field, help_text: str) -> dict:
 
 
 def _allowed(choices, low, high) -> str:
-    if choices:
-        return " | ".join(map(str, choices))
-    if low is not None and high is not None:
-        return f"[{low}, {high}]"
-    if low is not None:
-        return f">= {low}"
-    if high is not None:
-        return f"<= {high}"
-    return ""
+    return " | ".join(map(str, choices)) if choices else bound_text(low, high)
 
 
 def _type_name(t) -> str:

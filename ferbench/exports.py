@@ -12,14 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import re
 
 from .errors import ConfigError, unknown_name
 from .record import RunRecord
 from .results import write_bytes
-from .tables import Table
+from .tables import Table, finite_number
 
 FORMATS = ("md", "csv", "latex", "jsonl")
 FIGURE_FORMATS = ("png", "pdf", "svg")
@@ -86,17 +85,12 @@ def run_rows(boards: dict, out_dir) -> list[dict]:
 
 
 def _run_row(dataset: str, b, r: RunRecord, out_dir) -> dict:
-    metrics = {k: _round(_finite(r.metrics.get(k))) for k in HEADLINE}
+    metrics = {k: _round(finite_number(r.metrics.get(k))) for k in HEADLINE}
     path = os.path.relpath(r.path, out_dir) if r.path else ""
     return {"dataset": dataset, "protocol": b.columns[b.col(r)], "method": b.rows[b.row(r)],
             "method_id": r.key.method, "preset": r.method.get("preset"), "seed": r.key.seed,
             "fold": b.fold(r), "config_hash": r.key.config_hash, **metrics,
-            "wall_time_s": _round(_finite(r.wall_time_s)), "path": path}
-
-
-def _finite(v) -> float | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    return float(v) if ok else None
+            "wall_time_s": _round(finite_number(r.wall_time_s)), "path": path}
 
 
 def _round(v):

@@ -8,7 +8,6 @@ per config of a method, named by the config keys in which the configs differ.
 from __future__ import annotations
 
 import json
-import math
 import re
 import zipfile
 from collections import defaultdict
@@ -22,6 +21,7 @@ from .record import RunRecord
 from .results import check_writable, read_results, write_bytes
 from .runkey import protocol_identity, variant_config
 from .tables import PCT, PCT_ANY, TEXT, Cell, Spec, Table, escape, metric_spec
+from .tables import finite_number as _num
 
 GROUPING = (
     "runs are averaged only when they share everything but the training seed: the group is "
@@ -36,7 +36,8 @@ GROUPING = (
     "and one row; a detail table gives each fold.")
 CELLS = (
     "mean ± sample standard deviation (ddof=1) over training seeds, n = number of seeds with "
-    "the value (in a k-fold column: over every fold × seed run, n counting them); accuracies, F1, AUROC, precision, recall, memorisation and ECE in %. Bold: "
+    "the value (in a k-fold column: over every fold × seed run, n counting them); "
+    "accuracies, F1, AUROC, precision, recall, memorisation and ECE in %. Bold: "
     "best in its column (lowest for ECE, NLL, Brier, KL and memorisation), none if all tie; "
     "noise-detection precision and recall are never bold, as each is at its method's own "
     "operating point (column at).")
@@ -84,11 +85,6 @@ def display_name(method: str, stored: dict | None = None) -> str:
 
     provided = registry().methods.get(method)
     return getattr(provided.obj, "display_name", None) or method if provided else method
-
-
-def _num(v) -> float | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    return float(v) if ok else None
 
 
 def _field(r: RunRecord, path):
@@ -232,7 +228,7 @@ class _Board:
     def __init__(self, records: list[RunRecord]):
         self.records, self.proto = records, {}
         self._col, self._row = {}, {}   # id(record) → its column, its row
-        self.folds, self.of_folds = {}, {}   # a k-fold column → its folds, the split's k
+        self.folds = {}   # a k-fold column → its folds
         self.columns, self.rows = self._columns(), self._rows()
         self.groups = defaultdict(list)
         for r in records:
@@ -247,17 +243,17 @@ class _Board:
         return self._row[id(r)]
 
     def _columns(self) -> dict:
-        by_id, data, folds = defaultdict(list), {}, defaultdict(set)
+        by_id, data, folds, of_folds = defaultdict(list), {}, defaultdict(set), {}
         for r in self.records:
             # Accuracies on different test sets (other dataset options) never share a column,
             # but the folds of one k-fold split are one test set taken in turns.
-            shared = _without_fold(r.config)
+            shared, fold = _without_fold(r.config), _fold(r)
             test_set = str((r.dataset.get("fingerprints") or {}).get("test", "")) \
-                if _fold(r) is None else "folds " + json.dumps(shared.get("data"), sort_keys=True)
+                if fold is None else "folds " + json.dumps(shared.get("data"), sort_keys=True)
             col = self._col[id(r)] = (r.key.protocol, *protocol_identity(r.protocol), test_set)
-            if _fold(r) is not None:
-                folds[col].add(_fold(r))
-                self.of_folds[col] = ((shared.get("data") or {}).get("options") or {}).get("folds")
+            if fold is not None:
+                folds[col].add(fold)
+                of_folds[col] = ((shared.get("data") or {}).get("options") or {}).get("folds")
             if col not in self.proto:
                 self.proto[col] = r.protocol
                 data[col] = _flatten({"data": shared.get("data")})
@@ -277,7 +273,7 @@ class _Board:
                     labels[key] += f" [{named or 'test set ' + key[3][:6]}]"
                 if folds[key]:
                     self.folds[key] = sorted(folds[key])
-                    of = self.of_folds[key]
+                    of = of_folds[key]
                     n = len(folds[key])
                     labels[key] += f" ({n} folds)" if n == of else f" ({n} of {of} folds)"
         # A one-split dataset: its "test" accuracy is a training figure.
@@ -380,8 +376,8 @@ def _tables(b: _Board) -> dict:
     for name, (heading, metrics) in PER_PROTOCOL.items():
         t[name] = {}
         for col, label in b.columns.items():
-            if name == "noise" and not _noise(b.proto[col]) or name == "folds" \
-                    and col not in b.folds:
+            if (name == "noise" and not _noise(b.proto[col])) \
+                    or (name == "folds" and col not in b.folds):
                 continue
             if name == "folds":
                 metrics = [(f"fold {k}", _on_fold(k), acc) for k in b.folds[col]]

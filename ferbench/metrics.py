@@ -11,6 +11,8 @@ so the leaderboard reads the directions without loading them (about 0.7 s).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 EPS = 1e-12
@@ -110,6 +112,20 @@ def reliability(probs, labels, n_bins: int = 15) -> dict:
     }
 
 
+def ece_from_bins(rel: dict) -> float | None:
+    """Expected calibration error from `reliability`'s bins (a stored record's too, where
+    empty bins hold null): the count-weighted mean gap between accuracy and confidence;
+    None where no bin counts a sample."""
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    bins = [(a, f, c) for a, f, c in zip(rel.get("accuracy") or [], rel.get("confidence") or [],
+                                         rel.get("count") or [])
+            if number(c) and c > 0 and number(a) and number(f)]
+    n = sum(c for _, _, c in bins)
+    return float(sum(c / n * abs(a - f) for a, f, c in bins)) if n else None
+
+
 def classification_metrics(probs, labels, n_bins: int = 15) -> dict:
     """Accuracy, mean-class accuracy, macro-F1, confusion, ECE, NLL, Brier, per-class accuracy.
 
@@ -127,9 +143,7 @@ def classification_metrics(probs, labels, n_bins: int = 15) -> dict:
     support = cm.sum(axis=1)
     present = np.flatnonzero(support)
     per_class = [_share(cm[i, i], support[i]) for i in range(k)]
-    rel = reliability(probs, labels, n_bins)
-    bins = zip(rel["accuracy"], rel["confidence"], rel["count"])
-    ece = sum(c / n * abs(a - f) for a, f, c in bins if c)
+    ece = ece_from_bins(reliability(probs, labels, n_bins))
     onehot = np.eye(k)[labels]
     return {
         "acc": float(np.mean(preds == labels)),

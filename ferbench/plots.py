@@ -3,7 +3,8 @@ stored result records.
 
 Each function draws one figure and writes it atomically (temporary name, then
 rename), once per format asked for, and returns the paths in that order. Titles
-that would run past the figure's edge are wrapped to fit before it is written. Figures are built on matplotlib's Agg canvas directly, without pyplot,
+that would run past the figure's edge are wrapped to fit before it is written.
+Figures are built on matplotlib's Agg canvas directly, without pyplot,
 so no global backend or figure state is touched. The inputs are the record
 fields named in docs/results.md (`confusion`, `reliability`, `rejection_curve`,
 `noise_summary_epochs`) gathered per method, one entry per seed; pooling over
@@ -25,6 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .metrics import ece_from_bins
 from .results import write_bytes
 
 MAX_PANELS = 12   # confusion matrices per grid figure; more are cut and the title says so
@@ -182,16 +184,6 @@ def _pool_reliability(bins: list[dict]):
             centres[keep])
 
 
-def _ece(bins: dict) -> float | None:
-    """Expected calibration error of one run from its bins: the count-weighted mean gap
-    between accuracy and confidence, the figure the tables show as ECE."""
-    count, conf, acc = (_floats(bins.get(f)) for f in ("count", "confidence", "accuracy"))
-    if not len(count) or len(count) != len(conf) or len(count) != len(acc):
-        return None
-    n = np.nansum(count)
-    return float(np.nansum(count * np.abs(acc - conf)) / n) if n > 0 else None
-
-
 def reliability_diagram(path, title: str, curves: dict, formats=("png",)) -> list[Path]:
     """Accuracy against confidence per bin, one line per method, with the diagonal; each
     method's ECE (mean over seeds) in its legend entry, and below, how many test faces fall
@@ -207,7 +199,7 @@ def reliability_diagram(path, title: str, curves: dict, formats=("png",)) -> lis
         conf, acc, per_bin, centres = _pool_reliability(bins)
         if not len(conf):
             continue
-        eces = [e for e in map(_ece, bins) if e is not None]
+        eces = [e for e in map(ece_from_bins, bins) if e is not None]
         ece = f" · ECE {100 * np.mean(eces):.1f} %" if eces else ""
         style = _style(i, len(curves))
         ax.plot(conf, acc, lw=1.5, ms=4, label=_text(name, 40) + ece, **style)

@@ -81,12 +81,10 @@ class Table:
         if cell is None:
             return MISSING
         if spec.kind == "text":
-            return escape("/".join(sorted(set(map(str, cell.values)))))
+            return escape(_joined(cell))
         if spec.kind == "size":
             return _human(cell.mean)
-        d, s = spec.decimals, spec.scale
-        spread = f" ± {cell.std * s:.{d}f}" if cell.n > 1 else ""
-        return f"{cell.mean * s:.{d}f}{spread} (n={cell.n})"
+        return f"{_mean_std(cell, spec, ' ± ')} (n={cell.n})"
 
     def markdown(self) -> str:
         bold = {c: self.best(c) for c in self.columns}
@@ -109,12 +107,10 @@ class Table:
             if cell is None:
                 return "--"
             if spec.kind == "text":
-                return latex_escape("/".join(sorted(set(map(str, cell.values)))))
+                return latex_escape(_joined(cell))
             if spec.kind == "size":
                 return latex_escape(_human(cell.mean))
-            d, s = spec.decimals, spec.scale
-            text = f"{cell.mean * s:.{d}f}" + (f" $\\pm$ {cell.std * s:.{d}f}" if cell.n > 1
-                                               else "")
+            text = _mean_std(cell, spec, r" $\pm$ ")
             text = f"\\textbf{{{text}}}" if r in bold[c] else text
             text += f" (n={cell.n})" if cell.n != usual else ""
             mark = self.marks.get((r, c))
@@ -142,9 +138,26 @@ class Table:
             out.append({"row": r, "column": c,
                         "mean": None if text else cell.mean * scale,
                         "std": None if text else cell.std * scale, "n": cell.n,
-                        "text": "/".join(sorted(set(map(str, cell.values)))) if text else None,
+                        "text": _joined(cell) if text else None,
                         "best": r in bold[c], "mark": self.marks.get((r, c), "")})
         return out
+
+
+def _joined(cell: Cell) -> str:
+    """A text column's cell: its distinct values, a/b where the runs differ."""
+    return "/".join(sorted(set(map(str, cell.values))))
+
+
+def _mean_std(cell: Cell, spec: Spec, pm: str) -> str:
+    """The mean at the column's scale and decimals, `pm` and the std where n > 1."""
+    d, s = spec.decimals, spec.scale
+    return f"{cell.mean * s:.{d}f}" + (f"{pm}{cell.std * s:.{d}f}" if cell.n > 1 else "")
+
+
+def finite_number(v) -> float | None:
+    """`v` as a float where it is a finite number (not a bool), else None."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return float(v) if ok else None
 
 
 def _latex_row(cells, colwidths, colaligns) -> str:

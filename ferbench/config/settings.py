@@ -52,8 +52,9 @@ def check_settings(config, prefix: str = "", cls=None) -> None:
         if low is None and high is None:
             continue
         if (low is not None and value < low) or (high is not None and value > high):
-            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-            raise ConfigError(f"{name}={value!r}: must be {bound}")
+            bound = bound_text(low, high)
+            raise ConfigError(f"{name}={value!r}: must be "
+                              f"{'in ' if bound.startswith('[') else ''}{bound}")
 
 
 def added_at_default(cls) -> dict[str, Any]:
@@ -66,6 +67,13 @@ def choices_of(cls, key: str) -> tuple:
     """The choices a config dataclass declares for `key` (empty where it declares none)."""
     field = next((f for f in dataclasses.fields(cls) if f.name == key), None)
     return tuple((field.metadata.get("choices") or ()) if field else ())
+
+
+def bound_text(low, high) -> str:
+    """A declared range as people write it: `>= 0`, `<= 1`, `[0.0, 1.0]`; "" for none."""
+    if low is not None and high is not None:
+        return f"[{low}, {high}]"
+    return f">= {low}" if low is not None else f"<= {high}" if high is not None else ""
 
 
 def _alternatives(choices) -> str:
