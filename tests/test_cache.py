@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +189,35 @@ def test_error_in_a_decoding_worker_reaches_the_caller_intact(tmp_path, isolated
     assert bad.name in str(err.value) and "corrupt" in str(err.value)
     # The failed rebuild left no temporary folder; the earlier complete entry is untouched.
     assert _leftovers(isolated_cache) == [good_name]
+
+
+def test_a_decoding_worker_killed_midway_is_one_error_not_a_hang(tmp_path, isolated_cache,
+                                                                 monkeypatch):
+    n = 3 * cache_mod.CHUNK
+    samples = _draw(tmp_path / "data", n, size=16)
+    real_decode = cache_mod.decode
+    victim = samples.ids[cache_mod.CHUNK + 7]
+
+    def killed_on_one_face(raw, size, mode):  # what the kernel's OOM killer does to a worker
+        if os.getpid() != parent and _decoding[0] == victim:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_decode(raw, size, mode)
+
+    parent = os.getpid()
+    _decoding = [None]
+    real_read = samples.source.read
+
+    def read(i):
+        _decoding[0] = samples.ids[i]
+        return real_read(i)
+
+    monkeypatch.setattr(samples.source, "read", read)
+    monkeypatch.setattr(cache_mod, "decode", killed_on_one_face)
+    with pytest.raises(DataError) as err:
+        load_cached(samples, 16, workers=2)
+    assert "decoding worker died" in str(err.value) and "nothing was cached" in str(err.value)
+    assert err.value.path.parent == isolated_cache
+    assert _leftovers(isolated_cache) == []
 
 
 def test_cache_folder_comes_from_FERBENCH_CACHE(tmp_path, monkeypatch):

@@ -18,6 +18,8 @@ import os
 import shutil
 import signal
 import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..datasets.samples import Samples
+from ..errors import DataError
 from ..progress import progress_bar
 
 MODES = {"L": 1, "RGB": 3}
@@ -124,6 +127,28 @@ def _decode_chunk(args):
     return start, images, hashes
 
 
+def _decode_in_workers(samples, chunks, workers, entry):
+    """Yield decoded chunks as worker processes finish them.
+
+    An executor rather than `multiprocessing.Pool`: a worker that dies (killed, out of
+    memory, a crashing decoder) breaks the executor and reaches the caller as one error,
+    where a pool would replace the worker and wait forever for the chunk it lost.
+    """
+    ctx = mp.get_context("fork")  # the source (open files, parsed CSVs) is inherited, not pickled
+    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=ctx,
+                             initializer=_init_worker, initargs=(samples.source,)) as pool:
+        pending = [pool.submit(_decode_chunk, c) for c in chunks]
+        try:
+            for done in as_completed(pending):
+                yield done.result()
+        except BrokenProcessPool:
+            raise DataError(entry, "a decoding worker died before finishing (killed, or out of "
+                                   "memory?); nothing was cached") from None
+        finally:
+            for f in pending:
+                f.cancel()
+
+
 def _build(samples, size, mode, path, stamp, workers, show_progress):
     root = path.parent
     root.mkdir(parents=True, exist_ok=True)
@@ -138,13 +163,10 @@ def _build(samples, size, mode, path, stamp, workers, show_progress):
         with progress_bar(f"decoding {samples.dataset}/{samples.split}", n,
                           show_progress) as advance:
             if workers > 1 and len(chunks) > 1:
-                ctx = mp.get_context("fork")
-                with ctx.Pool(min(workers, len(chunks)), _init_worker,
-                              (samples.source,)) as pool:
-                    for start, imgs, hs in pool.imap_unordered(_decode_chunk, chunks):
-                        images[start:start + len(imgs)] = imgs
-                        hashes[start:start + len(hs)] = hs
-                        advance(len(imgs))
+                for start, imgs, hs in _decode_in_workers(samples, chunks, workers, path):
+                    images[start:start + len(imgs)] = imgs
+                    hashes[start:start + len(hs)] = hs
+                    advance(len(imgs))
             else:
                 global _WORKER_SOURCE
                 _WORKER_SOURCE = samples.source
