@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 from ferbench_ldl import AuxSpace
-from ferbench_ldl.features import lbp
+from ferbench_ldl.features import image_features, lbp
 from ferbench_ldl.spaces import builtin_spaces, registry, space_points
 
 import ferbench.models  # noqa: F401  (registers ferbench_resnet_tiny with timm)
@@ -100,6 +100,14 @@ def test_hog_and_lbp_are_finite_histograms_of_the_pixels():
     lbp_pts, _ = space_points(ctx, "lbp", cfg)
     assert lbp_pts.shape == (40, 16 * 10)                 # 4 × 4 cells, 10 uniform codes
     assert torch.allclose(lbp_pts.view(40, 16, 10).sum(-1), torch.ones(40, 16), atol=1e-6)
+
+
+def test_image_features_spread_over_worker_processes_equal_one_process():
+    ctx, _ = noisy_context()
+    for kind in ("hog", "lbp"):
+        alone = image_features(ctx.train, kind, chunk=16, workers=1)
+        spread = image_features(ctx.train, kind, chunk=16, workers=2)   # 3 chunks, 2 workers
+        assert spread.shape[0] == 40 and torch.equal(alone, spread)
 
 
 def test_lbp_of_a_flat_image_on_hand_counts():
