@@ -218,8 +218,10 @@ class Engine:
         end = method.on_epoch_end(model, ctx, epoch) or {}
         for k, v in end.items():
             if isinstance(v, PerSample):
-                arr = v.values.detach().cpu().numpy() if torch.is_tensor(v.values) \
-                    else np.asarray(v.values)
+                # A copy: on the CPU `.numpy()` shares the method's own buffer, which its
+                # next steps overwrite, and every epoch's row would end up the last one.
+                arr = np.array(v.values.detach().cpu() if torch.is_tensor(v.values)
+                               else v.values, copy=True)
                 if v.distribution:
                     _check_distribution(arr, len(ctx.train), ctx.num_classes,
                                         f"{member_name(method, 'on_epoch_end')}[{k!r}]")

@@ -223,6 +223,32 @@ def test_a_method_s_distributions_are_scored_against_ground_truth_it_never_saw(t
     assert arrays["method_targets"].shape == (2, 64, 7)
 
 
+
+class CountsInPlace(Toy):
+    """Keeps one running tensor and hands the same tensor to the harness every epoch."""
+
+    def build(self, ctx):
+        self.seen = torch.zeros(len(ctx.train))
+        return super().build(ctx)
+
+    def training_step(self, model, batch, ctx):
+        self.seen[batch["index"].cpu()] += 1
+        return super().training_step(model, batch, ctx)
+
+    def on_epoch_end(self, model, ctx, epoch):
+        from ferbench import PerSample
+
+        return {"seen": PerSample(self.seen)}
+
+
+def test_each_epoch_keeps_the_per_sample_values_it_was_given_though_the_method_reuses_them(
+        tmp_path, monkeypatch):
+    install(monkeypatch, counts=CountsInPlace)
+    _, arrays = result(run(request(tmp_path, "counts", "clean", flags={"epochs": 3})))
+    seen = arrays["method_seen"]
+    assert seen.shape == (3, 64)
+    assert (seen[0] >= 1).all() and (seen[1] > seen[0]).any() and (seen[2] > seen[1]).any()
+
 # ---- weights beyond timm, frozen modules in bf16 ------------------------------------------
 
 class Tower(torch.nn.Module):

@@ -190,6 +190,9 @@ def _refused(args, out, message):
     (["scheduler=Cosine"], "scheduler='Cosine': must be one of onecycle, cosine, step, none"),
     (["batch_size=0"], "batch_size=0: must be >= 1"),
     (["lr=-1"], "lr=-1.0: must be >= 0.0"),
+    (["lr=nan"], "lr=nan: must be a finite number"),          # slips past every >= bound
+    (["weight_decay=inf"], "weight_decay=inf: must be a finite number"),
+    (["momentum=-inf"], "momentum=-inf: must be a finite number"),
     (["label_smoothing=2"], "label_smoothing=2.0: must be in [0.0, 1.0]"),
     (["views=[]"], "views=[]: a method trains on at least one augmentation view"),
     (["views=[[weak,{pad:abc}]]"], "augmentation view weak: pad='abc' must be a number"),

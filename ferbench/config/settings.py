@@ -9,6 +9,7 @@ built (MethodConfig.__post_init__), the engine section when a run is composed.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,12 +36,13 @@ def check_settings(config, prefix: str = "", cls=None) -> None:
     outside what its field declares: `optimizer='x': must be one of adamw, sgd, adam`."""
     cls = cls or type(config)
     for f in dataclasses.fields(cls):
-        meta = f.metadata
-        if not meta:
-            continue
         value = config[f.name] if isinstance(config, dict) or not dataclasses.is_dataclass(
             config) else getattr(config, f.name)
         name = f"{prefix}{f.name}"
+        _check_numbers(name, value, _default_of(f))
+        meta = f.metadata
+        if not meta:
+            continue
         choices = meta.get("choices")
         if choices:
             # A list key (engine.loggers) takes any of its choices: each item is checked.
@@ -55,6 +57,37 @@ def check_settings(config, prefix: str = "", cls=None) -> None:
             bound = bound_text(low, high)
             raise ConfigError(f"{name}={value!r}: must be "
                               f"{'in ' if bound.startswith('[') else ''}{bound}")
+
+
+def _default_of(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _check_numbers(name: str, value, default) -> None:
+    """No key takes NaN or infinity (a NaN slips past every `>=` bound and surfaces as a
+    loss of nan epochs later); a list whose default holds numbers holds numbers of that
+    kind (`calib_hidden=[a]` is refused here, not as a tensor error inside the model)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r}: must be a finite number")
+    listed = isinstance(value, Sequence) and not isinstance(value, str)
+    if not listed or not isinstance(default, Sequence) or isinstance(default, str) or not default:
+        return
+    if all(_is_int(d) for d in default):
+        kind, ok = "integers", _is_int
+    elif all(_is_int(d) or isinstance(d, float) for d in default):
+        kind, ok = "numbers", lambda v: _is_int(v) or (isinstance(v, float) and math.isfinite(v))
+    else:
+        return
+    if not all(ok(v) for v in value):
+        raise ConfigError(f"{name}={list(value)!r}: must be a list of {kind}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def added_at_default(cls) -> dict[str, Any]:

@@ -131,6 +131,29 @@ def test_config_is_checked():
         MAN(MANConfig(views=["weak"]))
 
 
+
+@pytest.mark.parametrize("override,problem", [
+    ("weight_decay=-1", "weight_decay=-1.0: must be >= 0.0"),
+    ("lr_gamma=-1", "lr_gamma=-1.0: must be in [0.0, 1.0]"),      # a negative learning rate
+    ("lam_peak_frac=0", "lam_peak_frac=0.0: must be above 0"),     # λ(e) divides by it
+    ("w_noisy=nan", "w_noisy=nan: must be a finite number"),
+    ("lam_max=inf", "lam_max=inf: must be a finite number"),
+])
+def test_a_value_man_cannot_train_with_is_one_line_before_anything_is_written(
+        tmp_path, override, problem):
+    from click.testing import CliRunner
+
+    from ferbench.cli import cli
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["run", "--method", "man", "-o", "n_train=64", "-o",
+                                   "n_test=32", "--epochs", "2", "--device", "cpu", override,
+                                   "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith(f"ferbench: error: {problem}"), line
+    assert not out.exists() or not any(out.rglob("*.*"))
+
 # ---- training_step on a small two-network model ---------------------------------------------
 def small_net(seed):
     torch.manual_seed(seed)

@@ -32,21 +32,22 @@ CODE_VIEWS = [["weak", {"pad": 0.1, "flip": True, "erase": 0.5}],
 class MANConfig(MethodConfig):
     """MAN's keys; defaults are the official code's (main.py)."""
 
-    weight_decay: float = 1e-4          # Adam's L2 term on both networks
+    weight_decay: float = setting(1e-4, low=0.0)   # Adam's L2 term on both networks
     optimizer: str = setting("adam", choices=("adam", "adamw", "sgd"))  # adam: the code's
     # exponential (code: ExponentialLR per epoch) | none
     scheduler: str = setting("exponential", choices=("exponential", "none"))
-    lr_gamma: float = 0.9               # per-epoch decay of the exponential schedule
-    warmup_frac: float = 0.1            # code: 10 of 100 epochs of CE on both networks
+    lr_gamma: float = setting(0.9, low=0.0, high=1.0)  # per-epoch decay of the exponential schedule
+    # code: 10 of 100 epochs of CE on both networks; below 1 (MAN's own phase must come)
+    warmup_frac: float = setting(0.1, low=0.0, high=1.0)
     # per_epoch (eval pass at epoch start, code) | per_batch
     division: str = setting("per_epoch", choices=("per_epoch", "per_batch"))
     # both_wrong (code) | agree_wrong (same wrong class)
     noisy_rule: str = setting("both_wrong", choices=("both_wrong", "agree_wrong"))
-    w_amb: float = 0.6                  # code: w_omiga
-    w_noisy: float = 1.0                # code: w_gamma
-    lam_max: float = 0.9
-    lam_beta: float = 0.65
-    lam_peak_frac: float = 0.9          # e_r = lam_peak_frac * epochs
+    w_amb: float = setting(0.6, low=0.0)     # code: w_omiga
+    w_noisy: float = setting(1.0, low=0.0)   # code: w_gamma
+    lam_max: float = setting(0.9, low=0.0, high=1.0)   # the ramp's peak weight
+    lam_beta: float = setting(0.65, low=0.0)          # the ramp's steepness
+    lam_peak_frac: float = setting(0.9, low=0.0)   # e_r = lam_peak_frac * epochs; above 0
     mutual_detach: bool = False         # code: gradient through both sides of both KLs
     # subset (mean over the subset, code) | batch (sum / B)
     subset_norm: str = setting("subset", choices=("subset", "batch"))
@@ -156,6 +157,9 @@ class MAN(Method):
         super().__init__(config)
         if not 0 <= config.warmup_frac < 1:
             raise ConfigError(f"man: warmup_frac must be in [0, 1), got {config.warmup_frac}")
+        if config.lam_peak_frac <= 0:
+            raise ConfigError(f"lam_peak_frac={config.lam_peak_frac!r}: must be above 0 (the "
+                              f"ramp peaks at lam_peak_frac x epochs)")
         names = [view_name(v) for v in config.views]
         if sorted(names) != ["strong", "weak"]:
             raise ConfigError(f"man: views must be one 'weak' and one 'strong' view, got {names}")
