@@ -195,6 +195,24 @@ def test_an_authors_checkpoint_of_another_layout_is_one_error_naming_the_file(tm
     assert str(path) in str(err.value) and "layer4_1_p2" in str(err.value)
 
 
+
+@pytest.mark.parametrize("damage,why", [("drop", "missing"), ("reshape", "wrong shape")])
+def test_a_damaged_first_branch_of_an_authors_checkpoint_is_named_not_read_as_a_resnet(
+        tmp_path, damage, why):
+    path = tmp_path / "damaged.pth.tar"
+    state = {f"module.{k}": v for k, v in MANet(num_classes=7, width_mult=0.25).state_dict().items()}
+    key = "module.layer3_1_p1.0.conv1.weight"
+    if damage == "drop":
+        del state[key]
+    else:
+        state[key] = torch.zeros(3, 3, 1, 1)
+    torch.save({"state_dict": state}, path)
+    m, ctx = tiny_context("manet", [f"method.weights={path}"])
+    with pytest.raises(DataError) as err:
+        build_model(m, ctx)
+    assert str(err.value).startswith(str(path))
+    assert f"first: layer3_1_p1.0.conv1.weight, {why}" in str(err.value)
+
 def test_the_result_records_what_the_authors_checkpoint_loaded(tmp_path):
     path = tmp_path / "manet.pth.tar"
     write_authors_checkpoint(path)
@@ -223,6 +241,11 @@ def test_fewer_epochs_than_branches_in_incremental_training_is_refused():
     with pytest.raises(ConfigError, match="training=joint"):
         tiny_context("esr", ["method.n_branches=4"], epochs=3)
 
+
+
+def test_a_first_phase_of_no_share_is_refused_so_every_branch_keeps_its_phase():
+    with pytest.raises(ConfigError, match="first_phase_share=0.0: must be above 0"):
+        tiny_context("esr", ["method.n_branches=3", "method.first_phase_share=0"], epochs=3)
 
 def test_the_codes_form_on_an_odd_number_of_branches_warns_at_build():
     m, ctx = tiny_context("esr-div", ["method.n_branches=3", "method.diversity_form=det_zero_diag"],

@@ -86,6 +86,9 @@ class ESRMethod(DiversifiedMethod):
             raise ConfigError(f"{self.name}: image_size={cfg.image_size} is under the "
                               f"{MIN_UNPADDED} px ESR's unpadded layout needs: set padded=true "
                               f"(a departure: every conv padded) or a larger image_size")
+        if cfg.first_phase_share <= 0:
+            raise ConfigError(f"first_phase_share={cfg.first_phase_share!r}: must be above 0 "
+                              f"(at 0 the first branch gets no phase of its own)")
         if cfg.training == "incremental" and cfg.n_branches > 1 and cfg.epochs < cfg.n_branches:
             raise ConfigError(f"{self.name}: incremental training of {cfg.n_branches} branches "
                               f"needs at least {cfg.n_branches} epochs (one phase per branch), "

@@ -47,9 +47,14 @@ def load_manet_weights(ctx, net: MANet, path) -> None:
     left = [k for k in entry["left_random"] if not k.startswith(("fc_1.", "fc_2."))]
     if not left:
         return
-    if entry["loaded"] and not any(k.startswith("layer3_1_p1.") for k in left):
+    # The authors' layout is told by the branch names only MA-Net has: once any of its
+    # tensors loaded, every leftover is a broken checkpoint, never a plain ResNet-18.
+    own_branches = [k for k in net.state_dict() if k.startswith(("layer3_", "layer4_"))
+                    and not k.endswith("num_batches_tracked")]
+    if any(k not in entry["left_random"] for k in own_branches):
+        why = "wrong shape" if left[0] in entry["unused"] else "missing"
         raise DataError(path, f"an MA-Net checkpoint that leaves {len(left)} tensors of the "
-                              f"network unmatched (first: {left[0]})")
+                              f"network unmatched (first: {left[0]}, {why})")
     for branch in [f"_1_{p}" for p in PATCHES] + ["_2"]:
         for layer in ("layer3", "layer4"):
             ctx.load_weights(getattr(net, layer + branch), path, name=f"manet.{layer}{branch}",
