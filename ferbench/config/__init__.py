@@ -99,6 +99,11 @@ def compose_run(method_name: str, method_cls, preset: str, flags: dict[str, Any]
     option = f"{_safe(method_name)}__{preset}"
     cs.store(group="method", name=option, node=node)
     method_keys = {f.name for f in dataclasses.fields(method_cls.Config)}
+    # A key whose default is a mapping (uafer's class_words) takes entries of the user's
+    # choosing: `class_words.happiness=joy` adds one, `class_words={happiness: joy}` merges.
+    free_maps = {f"method.{f.name}" for f in dataclasses.fields(method_cls.Config)
+                 if f.default_factory is not dataclasses.MISSING
+                 and isinstance(f.default_factory(), dict)}
     ov = [f"+method={option}"]
     for key, value in flags.items():
         if value is not None:
@@ -109,7 +114,12 @@ def compose_run(method_name: str, method_cls, preset: str, flags: dict[str, Any]
         if not m:
             raise ConfigError(f"malformed override {text!r}: expected KEY=VALUE")
         key, value = m.groups()
-        if "." not in key:
+        if f"method.{key.split('.')[0]}" in free_maps:
+            key = f"method.{key}"
+        free = any(key == k or key.startswith(f"{k}.") for k in free_maps)
+        if free:
+            pass
+        elif "." not in key:
             if key in method_keys:
                 key = f"method.{key}"
             else:
@@ -118,7 +128,7 @@ def compose_run(method_name: str, method_cls, preset: str, flags: dict[str, Any]
         elif not key.startswith("data.options.") and key not in _paths(method_keys):
             raise unknown_name("config key", key, _paths(method_keys))
         # Dataset options are free-form: add or replace ("++"), since none exist by default.
-        prefix = "++" if key.startswith("data.options.") else ""
+        prefix = "++" if key.startswith("data.options.") or free else ""
         ov.append(f"{prefix}{key}={value}")
     GlobalHydra.instance().clear()
     try:

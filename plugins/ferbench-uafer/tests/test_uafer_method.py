@@ -122,6 +122,23 @@ def test_prompts_use_the_codes_words_by_default_and_any_template():
         prompts(classes, "a face")
 
 
+
+@pytest.mark.parametrize("override", ["class_words.happiness=joyful",
+                                      "class_words={happiness: joyful}",
+                                      "method.class_words.happiness=joyful"])
+def test_a_user_renames_a_class_word_from_the_command_line(override):
+    from ferbench.config import compose_run, to_method_config
+    from ferbench.plugins import registry
+
+    cls = registry().get("methods", "uafer")
+    cfg = to_method_config(cls, compose_run("uafer", cls, "quick", {}, [override]))
+    assert prompts(("neutral", "happiness"), "{}", cfg.class_words) == ["neutral", "joyful"]
+
+
+def test_a_misspelt_class_in_class_words_is_refused_naming_it():
+    with pytest.raises(ConfigError, match="class_words.hapiness: not a class of this run"):
+        prompts(("neutral", "happiness"), "{}", {"hapiness": "joy"})
+
 def test_the_tokenizer_works_offline_and_refuses_a_prompt_it_would_cut():
     tokens = tokenize(["happy", "surprise"], 16)
     assert tokens.shape == (2, 16) and (tokens[:, 0] == tokens[0, 0]).all()

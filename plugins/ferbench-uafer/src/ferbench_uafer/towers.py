@@ -105,6 +105,12 @@ def prompts(classes, template: str, words: dict | None = None) -> list[str]:
     """One prompt per class: the template filled with the code's word for it (or the user's)."""
     if "{}" not in template:
         raise ConfigError(f"prompt {template!r}: the template needs a {{}} for the class word")
+    for name, word in (words or {}).items():
+        if name not in classes:   # a misspelt class would silently keep the code's word
+            raise ConfigError(f"class_words.{name}: not a class of this run "
+                              f"(its classes: {', '.join(classes)})")
+        if not isinstance(word, str) or not word.strip():
+            raise ConfigError(f"class_words.{name}={word!r}: must be a word or phrase")
     table = {**CODE_WORDS, **(words or {})}
     return [template.format(table.get(c, c)) for c in classes]
 
