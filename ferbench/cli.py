@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -27,8 +28,12 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except KeyboardInterrupt:
-            hint = (" (the same command with --resume continues from the last finished epoch)"
-                    if ctx.invoked_subcommand == "run" else "")
+            hint = ""
+            if ctx.obj and ctx.obj.get("sweep"):
+                hint = (" (the same command finishes what is missing, interrupted runs from "
+                        "their last finished epoch)")
+            elif ctx.invoked_subcommand == "run":
+                hint = " (the same command with --resume continues from the last finished epoch)"
             click.echo(f"ferbench: interrupted{hint}", err=True)
             ctx.exit(130)
         except BrokenPipeError:  # `ferbench list | head`: the reader left, nothing to report
@@ -304,14 +309,24 @@ def run_cmd(click_ctx, methods, dataset, data_root, layout, label_order, options
 
     if print_config and dry_run:
         raise ConfigError("--print-config and --dry-run both plan without running: give one")
+    if click_ctx.obj is not None and (grid or jobs or launcher or dry_run):
+        click_ctx.obj["sweep"] = True   # an interrupted sweep resumes without --resume
     if grid:
         from click.core import ParameterSource
 
-        given = [f"--{p.replace('_', '-')}" for p in
+        if resume:
+            raise ConfigError(f"--grid {grid}: a sweep always continues its interrupted runs "
+                              f"from their checkpoints: run it again without --resume")
+        if overrides:
+            raise ConfigError(f"--grid {grid}: {overrides[0]!r}: KEY=VALUE settings belong in "
+                              f"the grid file, under a method's `overrides:`")
+        flag_names = {"methods": "--method", "protocols": "--protocol", "options": "-o",
+                      "extras": "--extra"}
+        given = [flag_names.get(p, f"--{p.replace('_', '-')}") for p in
                  ("methods", "dataset", "data_root", "layout", "label_order", "options",
                   "protocols", "target", "target_root", "fer2013_root", "extras", "seeds",
                   "noise_seed", "preset", "epochs", "batch_size", "image_size", "backbone",
-                  "weights", "precision", "resume", "overrides")
+                  "weights", "precision")
                  if click_ctx.get_parameter_source(p) != ParameterSource.DEFAULT]
         if given:
             raise ConfigError(f"--grid {grid}: the grid file says what to run; "
@@ -367,10 +382,39 @@ def _pairs(pairs, flag: str) -> dict:
         k, sep, v = pair.partition("=")
         if not sep or not k.strip():
             raise ConfigError(f"{flag} {pair!r}: expected KEY=VALUE")
-        import yaml
-
-        out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+        out[k.strip()] = _value(v)
     return out
+
+
+def _value(text: str):
+    """A --var or --slurm value: a number, a bool, a YAML list or mapping (`setup=[...]`),
+    else the text as given. Integers read as decimal (YAML 1.1 reads 0100 as octal, where
+    `-o` reads 100), and what YAML cannot parse or turns into a date stays text."""
+    import re
+
+    import yaml
+
+    v = text.strip()
+    if re.fullmatch(r"[-+]?\d+", v):
+        return int(v)
+    try:
+        parsed = yaml.load(v, Loader=_no_dates_loader()) if v else ""
+    except yaml.YAMLError:
+        return v
+    return parsed if isinstance(parsed, (str, int, float, bool, list, dict)) else v
+
+
+@functools.cache
+def _no_dates_loader():
+    import yaml
+
+    class NoDates(yaml.SafeLoader):
+        """YAML's safe loader, with dates left as text (config values are never dates)."""
+
+    NoDates.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    return NoDates
 
 
 def _gpus(device: str | None) -> int:

@@ -131,6 +131,29 @@ def test_a_grid_file_still_plans_its_cells(tmp_path):
     assert "8 cells: 0 stored, 8 to run" in dry.stdout
 
 
+
+def grid_with_variable(tmp_path, use: str):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(textwrap.dedent(f"""
+        vars: {{v: none}}
+        datasets: {{synthfer: {{options: {{n_train: 64, n_test: 32}}}}}}
+        methods: {{baseline: {{overrides: {{{use}: "${{vars.v}}"}}}}}}
+        """))
+    return grid
+
+
+def test_a_number_given_with_var_reads_as_decimal_as_o_reads_it(tmp_path):
+    runs = planned("--grid", grid_with_variable(tmp_path, "epochs"), "--var", "v=0100")
+    assert runs[0]["config"]["method"]["epochs"] == 100          # YAML 1.1 would say 64
+
+
+@pytest.mark.parametrize("value", ["2024-01-05", "[60", "@x"])
+def test_a_var_that_is_no_number_is_text_judged_by_the_key_it_fills(tmp_path, value):
+    grid = grid_with_variable(tmp_path, "backbone")
+    result = ferbench("run", "--grid", grid, "--var", f"v={value}", "--print-config")
+    assert result.exit_code == 2, result.output
+    assert f"'{value}'" in one_error_line(result)   # named as given, one line, status 2
+
 # --- run --print-config ----------------------------------------------------------------------
 
 

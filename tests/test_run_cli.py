@@ -503,6 +503,32 @@ def test_an_interrupted_run_says_how_to_continue_it(tmp_path, monkeypatch):
                                        "continues from the last finished epoch)"]
 
 
+
+def test_an_interrupted_sweep_says_the_same_command_finishes_it(tmp_path, monkeypatch):
+    import ferbench.sweep
+
+    def interrupted(*args, **kwargs):   # Ctrl-C while the sweep plans or decodes
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ferbench.sweep, "run_sweep", interrupted)
+    res = CliRunner().invoke(cli, ["run", *TINY, "--jobs", "2", "--out", str(tmp_path)])
+    assert res.exit_code == 130
+    assert res.stderr.splitlines() == ["ferbench: interrupted (the same command finishes what "
+                                       "is missing, interrupted runs from their last finished "
+                                       "epoch)"]
+
+
+def test_a_grid_run_given_resume_or_overrides_says_where_they_go(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("datasets: {synthfer: {}}\nmethods: [baseline]\n")
+    res = CliRunner().invoke(cli, ["run", "--grid", str(grid), "--resume"])
+    assert res.exit_code == 2 and "run it again without --resume" in res.stderr
+    res = CliRunner().invoke(cli, ["run", "--grid", str(grid), "lr=0.1"])
+    assert res.exit_code == 2 and "'lr=0.1': KEY=VALUE settings belong in the grid file" \
+        in res.stderr
+    res = CliRunner().invoke(cli, ["run", "--grid", str(grid), "--method", "man"])
+    assert res.exit_code == 2 and "--method belong in it" in res.stderr
+
 def test_a_run_on_a_cpu_other_processes_keep_busy_trains_on_the_free_cores(tmp_path,
                                                                           monkeypatch):
     from ferbench import device
