@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from ferbench.config.settings import setting
 from ferbench.errors import ConfigError
 from ferbench.method import MethodConfig
 
@@ -17,6 +18,7 @@ class SketchConfig(MethodConfig):
     milestones: list = field(default_factory=lambda: [0.5, 0.75])  # shares of the epochs
     names: list = field(default_factory=lambda: ["a"])
     temperature: float = 1.0                                     # no declared range
+    dims: int | None = setting(None, low=1)                      # None: all of them
 
 
 @pytest.mark.parametrize("values,problem", [
@@ -37,3 +39,9 @@ def test_a_value_of_the_wrong_kind_is_refused_naming_the_key(values, problem):
 def test_values_of_the_declared_kind_pass():
     c = SketchConfig(hidden=[8], milestones=[1, 0.5], names=["b", 3], temperature=-2.0)
     assert c.hidden == [8] and c.milestones == [1, 0.5]
+
+
+def test_a_ranged_key_left_unset_is_not_held_to_its_range():
+    assert SketchConfig(dims=None).dims is None
+    with pytest.raises(ConfigError, match="dims=0: must be >= 1"):
+        SketchConfig(dims=0)

@@ -51,7 +51,7 @@ def check_settings(config, prefix: str = "", cls=None) -> None:
                 if item not in choices:
                     raise ConfigError(f"{name}={item!r}: must be {_alternatives(choices)}")
         low, high = meta.get("low"), meta.get("high")
-        if low is None and high is None:
+        if (low is None and high is None) or value is None:   # None: "not set", never a number
             continue
         if (low is not None and value < low) or (high is not None and value > high):
             bound = bound_text(low, high)

@@ -4,6 +4,8 @@ the `embed:PATH` space's three kinds of file."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import timm
@@ -289,13 +291,15 @@ def test_embed_of_a_ferbench_run_under_another_protocol_is_refused(tmp_path):
     assert "seed0.weights.pt" in text and "under clean" in text and "under noise30" in text
 
 
-def test_embed_of_a_ferbench_run_on_the_same_protocol_is_accepted(tmp_path):
+def test_embed_of_a_ferbench_weights_file_without_its_record_is_refused(tmp_path):
+    """Its run key names the protocol but not the labels: without the record, the arrays and
+    the noise file stored beside it, nothing says they are this run's."""
     ctx, cfg = noisy_context()
     ctx.run_key = RunKey("synthfer", "noise30", "ldlva", 0, "0123456789")
-    model = tiny_backbone()
-    path = ferbench_weights(tmp_path / "seed0.weights.pt", "synthfer", "noise30", model)
-    pts, _ = space_points(ctx, f"embed:{path}", cfg)     # backbone: the config's own
-    assert torch.allclose(pts, features_of(model, ctx), atol=1e-5)
+    path = ferbench_weights(tmp_path / "seed0.weights.pt", "synthfer", "noise30", tiny_backbone())
+    with pytest.raises(DataError) as err:
+        space_points(ctx, f"embed:{path}", cfg)
+    assert "seed0.weights.pt" in one_line(err) and "without its result" in one_line(err)
 
 
 def test_embed_of_a_ferbench_run_without_a_run_key_to_check_is_refused(tmp_path):
@@ -305,3 +309,68 @@ def test_embed_of_a_ferbench_run_without_a_run_key_to_check_is_refused(tmp_path)
     with pytest.raises(DataError) as err:
         space_points(ctx, f"embed:{path}", cfg)
     assert "no run key" in one_line(err)
+
+
+# ---- embed:PATH of a stored run, through `ferbench run` ----------------------------------------
+RUN = ["--preset", "quick", "-o", "n_test=8", "--epochs", "1", "--batch-size", "16",
+       "--device", "cpu", "--precision", "fp32", "--no-leaderboard"]
+
+
+def ferbench_run(out, method, protocol, *args):
+    from click.testing import CliRunner
+
+    from ferbench.cli import cli
+
+    return CliRunner().invoke(cli, ["run", "--method", method, f"--protocol={protocol}", *RUN,
+                                    "--out", str(out), *args])
+
+
+def baseline_weights(out, protocol="noise30", *options):
+    """The weights.pt of a stored baseline run on synthfer (40 faces unless `options` say)."""
+    res = ferbench_run(out, "baseline", protocol, "-o", "n_train=40", *options)
+    assert res.exit_code == 0, res.output
+    return next(out.rglob("seed0.weights.pt"))
+
+
+def ldlva_embedding(out, weights, protocol="noise30"):
+    return ferbench_run(out, "ldlva", protocol, "-o", "n_train=40", "image_size=32", "k=3",
+                        f"aux_space=embed:{weights}")
+
+
+def refused_line(res, out) -> str:
+    assert res.exit_code == 2, (res.exit_code, res.output, res.exception)
+    lines = res.stderr.strip().splitlines()
+    assert lines[-1].startswith("ferbench: error:") and "Traceback" not in res.output
+    assert not list(out.rglob("seed*.json"))
+    return lines[-1]
+
+
+def test_embed_of_a_stored_run_on_these_images_and_labels_is_accepted(tmp_path):
+    weights = baseline_weights(tmp_path / "source")
+    res = ldlva_embedding(tmp_path / "ldl", weights)
+    assert res.exit_code == 0, res.output
+    record = json.loads(next((tmp_path / "ldl").rglob("seed0.json")).read_text())
+    assert record["method_results"]["spaces"][0]["space"] == f"embed:{weights}"
+
+
+@pytest.mark.parametrize("options,message", [
+    (["-o", "n_train=60"], "was trained on 60 training images, this run has 40"),
+    (["-o", "seed=5"], "was trained on other training images"),
+])
+def test_embed_of_a_stored_run_on_other_images_is_refused_saying_so(options, message, tmp_path):
+    weights = baseline_weights(tmp_path / "source", "noise30", *options)
+    line = refused_line(ldlva_embedding(tmp_path / "ldl", weights), tmp_path / "ldl")
+    assert str(weights) in line and message in line
+
+
+def test_embed_of_a_stored_run_under_another_noise_file_of_the_same_protocol_is_refused(
+        tmp_path):
+    files = []
+    for name, label in (("a", "happiness"), ("b", "sadness")):
+        (tmp_path / name).mkdir()
+        files.append(tmp_path / name / "noise.txt")
+        files[-1].write_text("".join(f"{i:06d} {label}\n" for i in range(40)))
+    weights = baseline_weights(tmp_path / "source", f"noise_file={files[0]}")
+    res = ldlva_embedding(tmp_path / "ldl", weights, f"noise_file={files[1]}")
+    line = refused_line(res, tmp_path / "ldl")
+    assert str(weights) in line and "other noisy labels" in line

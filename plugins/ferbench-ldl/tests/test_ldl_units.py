@@ -322,6 +322,34 @@ def test_cache_pass_moves_batchnorm_with_the_main_images_only():
     assert all(torch.equal(got[k], want[k]) for k in got)
 
 
+def test_the_targets_handed_over_at_an_epochs_end_stay_that_epochs():
+    m, ctx, model = tiny_ldlva("neighbour_pass=cache")
+    m.on_epoch_start(model, ctx, 0)
+    m.training_step(model, kit_batch(m, ctx, torch.arange(8)), ctx)
+    handed = m.on_epoch_end(model, ctx, 0)["target"].values
+    at_the_end = handed.clone()
+    m.training_step(model, kit_batch(m, ctx, torch.arange(8)), ctx)   # the next epoch
+    assert not torch.equal(m.targets[:8].cpu(), at_the_end[:8])
+    assert torch.equal(handed, at_the_end)
+
+
+def test_each_epochs_targets_in_the_arrays_are_that_epochs(tmp_path, monkeypatch):
+    snapshots = []
+    on_epoch_end = LDLVA.on_epoch_end
+
+    def snapshot(self, model, ctx, epoch):
+        snapshots.append(self.targets.detach().cpu().clone())
+        return on_epoch_end(self, model, ctx, epoch)
+
+    monkeypatch.setattr(LDLVA, "on_epoch_end", snapshot)
+    result = run_ldlva(tmp_path, "cache")[0]
+    targets = np.load(result.with_suffix(".npz"))["method_target"]
+    assert targets.shape == (3, SMALL["n_train"], 7) and len(snapshots) == 3
+    for epoch, want in enumerate(snapshots):
+        assert np.array_equal(targets[epoch], want.numpy()), epoch
+    assert not np.array_equal(targets[0], targets[2])
+
+
 # ---- 9. LDL-ALSG's smoothness ---------------------------------------------------------------
 def test_smoothness_value_and_gradient_on_hand_numbers():
     p = torch.tensor([[0.6, 0.4], [0.2, 0.8]], requires_grad=True)

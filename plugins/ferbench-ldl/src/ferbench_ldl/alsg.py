@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ferbench import ConfigError, OptimizerSpec
 
-from .common import QUICK, NeighbourConfig, NeighbourMethod
+from .common import QUICK, NeighbourConfig, NeighbourMethod, is_list, is_number
 
 
 @dataclass
@@ -29,7 +29,21 @@ class ALSGConfig(NeighbourConfig):
     aux_spaces: list = field(default_factory=lambda: ["landmarks"])
     # The smoothness weight of each space (one value: the same for all).
     space_weights: list = field(default_factory=lambda: [1.0])
-    neighbour_pass: str = "forward"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not is_list(self.aux_spaces) or not self.aux_spaces:
+            raise ConfigError(f"aux_spaces={self.aux_spaces!r}: must be a list of at least "
+                              f"one auxiliary space")
+        w = self.space_weights
+        if not is_list(w) or not all(is_number(v) and v >= 0 for v in w):
+            raise ConfigError(f"space_weights={w!r}: must be a list of weights >= 0")
+        if len(w) not in (1, len(self.aux_spaces)):
+            raise ConfigError(f"space_weights={w!r}: must be one weight for all spaces or one "
+                              f"per space ({len(self.aux_spaces)} aux_spaces)")
+
+    def space_keys(self):
+        return ["aux_spaces"]
 
 
 def smoothness(probs: torch.Tensor, neighbour_probs: torch.Tensor, kernel: torch.Tensor):
@@ -53,19 +67,12 @@ class LDLALSG(NeighbourMethod):
     pretrained_presets = ("paper",)
 
     def space_specs(self):
-        specs = [str(s) for s in self.config.aux_spaces]
-        if not specs:
-            raise ConfigError("aux_spaces=[]: LDL-ALSG needs at least one auxiliary space")
-        return specs
+        return [str(s) for s in self.config.aux_spaces]
 
     def space_weight_list(self) -> list[float]:
+        """One weight per space (the config has checked the count)."""
         w = [float(v) for v in self.config.space_weights]
-        n = len(self.space_specs())
-        if len(w) == 1:
-            return w * n
-        if len(w) != n:
-            raise ConfigError(f"space_weights has {len(w)} values for {n} aux_spaces")
-        return w
+        return w * len(self.space_specs()) if len(w) == 1 else w
 
     def build(self, ctx):
         self._weights = self.space_weight_list()

@@ -21,7 +21,7 @@ from ferbench import split_epochs
 from ferbench.nn import normalize
 
 from .graph import Graph, build_graph, knn_disagreement
-from .spaces import space_points
+from .spaces import check_spec, space_points
 
 # What both methods' `quick` presets share: a CPU minute or two on synthfer, its drawn
 # landmarks as the space (each method names it in its own key), the cache pass, K 4.
@@ -72,10 +72,46 @@ class NeighbourConfig(MethodConfig):
         ["weak", {"pad": 0.036, "flip": True, "erase": 0.0}]])
     adam_eps: float = setting(1e-7, low=0.0)        # Keras's Adam epsilon (code)
 
+    def __post_init__(self):
+        super().__post_init__()
+        # What a declared range cannot say (None allowed, the items of a list), refused
+        # here, before a run writes anything, rather than as a tensor error in `build`.
+        if self.feature_dim is not None and not (is_int(self.feature_dim)
+                                                 and self.feature_dim >= 1):
+            raise ConfigError(f"feature_dim={self.feature_dim!r}: must be an integer >= 1, or "
+                              f"null for the backbone's own width")
+        if not is_list(self.lr_milestones) or not all(
+                is_number(f) and 0 < f < 1 for f in self.lr_milestones):
+            raise ConfigError(f"lr_milestones={self.lr_milestones!r}: must be a list of "
+                              f"fractions of `epochs` in (0, 1)")
+        for key in self.space_keys():
+            value = getattr(self, key)
+            for spec in value if is_list(value) else [value]:
+                check_spec(f"{key}={value!r}", spec)
+
+    def space_keys(self) -> list[str]:
+        """The keys naming auxiliary spaces (one space or a list of them)."""
+        return []
+
+
+def is_int(v) -> bool:
+    """An integer, not a bool (YAML's `true` is an int to Python)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v) -> bool:
+    """An integer or a float, not a bool."""
+    return is_int(v) or isinstance(v, float)
+
+
+def is_list(v) -> bool:
+    """A list value as a config holds it."""
+    return isinstance(v, (list, tuple))
+
 
 def milestones(epochs: int, fractions) -> list[int]:
     """Milestone epochs at the given fractions of a run, none rounded away (split_epochs)."""
-    fr = sorted(float(f) for f in fractions if 0 < float(f) < 1)
+    fr = sorted(float(f) for f in fractions)
     if not fr or epochs < 2:
         return []
     stages = split_epochs(epochs, [b - a for a, b in zip([0.0] + fr, fr + [1.0])])

@@ -1,8 +1,8 @@
 """The `embed:PATH` space: pooled features of a frozen image model.
 
-Three kinds of file: a ferbench `weights.pt` (its run key says which dataset and
-protocol trained it: only one trained under this run's protocol, on the same noisy labels,
-is accepted, since a model trained on other labels would leak them), any timm
+Three kinds of file: a ferbench `weights.pt` (only one trained on this run's training
+images under the same noisy labels is accepted, since a model trained on other labels
+would leak them: its run key, result record, arrays and noise file say so), any timm
 checkpoint of `aux_backbone`, or an open_clip image tower (`aux_backbone=clip:MODEL`,
 `open_clip_torch` installed; OpenAI's TorchScript `.pt` or an open_clip state dict).
 """
@@ -12,23 +12,37 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ferbench.errors import ConfigError, DataError, missing_file
 
 
-def _source_backbone(path: Path) -> str | None:
-    """The backbone a ferbench run used, from the result stored beside its weights."""
+def _source_record(path: Path) -> dict | None:
+    """The result record a ferbench run stored beside its weights, or None."""
     result = path.with_name(path.name.replace(".weights.pt", ".json"))
     try:
-        return json.loads(result.read_text())["config"]["method"]["backbone"]
-    except (OSError, ValueError, KeyError, TypeError):
+        record = json.loads(result.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _source_backbone(path: Path) -> str | None:
+    """The backbone a ferbench run used, from the result stored beside its weights."""
+    try:
+        return (_source_record(path) or {})["config"]["method"]["backbone"]
+    except (KeyError, TypeError):
         return None
 
 
 def check_source_run(path: Path, source: dict, ctx) -> None:
-    """A ferbench weights file is accepted only from a run on this dataset and protocol
-    (the protocol folder names the noise seed and validation share too)."""
+    """A ferbench weights file is accepted only from a run that trained on this run's
+    training images under this run's labels: the same dataset and protocol folder (which
+    names the noise seed and validation share), the same training ids in the same order
+    (another `n_train` or data seed draws other faces), and noisy labels that agree with
+    every flip of the noise file the run stored (two noise files can share a protocol id).
+    Each check reads what the source run stored beside its weights."""
     here = ctx.run_key
     if here is None:
         raise DataError(path, "is a ferbench weights file, but this run has no run key to "
@@ -39,6 +53,74 @@ def check_source_run(path: Path, source: dict, ctx) -> None:
                               f"{source.get('protocol')}, this run is {here.dataset} under "
                               f"{here.protocol}: its features would carry other labels into "
                               f"the space")
+    record = _source_record(path)
+    if record is None:
+        raise DataError(path, f"is a ferbench weights file without its result "
+                              f"{path.name.replace('.weights.pt', '.json')} beside it: the "
+                              f"labels it was trained on cannot be checked against this run's")
+    _check_training_images(path, record, ctx)
+    _check_training_labels(path, record, ctx)
+
+
+def _data_text(record: dict) -> str:
+    data = (record.get("config") or {}).get("data") or {}
+    options = data.get("options") or {}
+    return ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "none"
+
+
+def _check_training_images(path: Path, record: dict, ctx) -> None:
+    n_here = len(ctx.train)
+    n_there = (record.get("dataset") or {}).get("n_train")
+    if n_there != n_here:
+        raise DataError(path, f"was trained on {n_there} training images, this run has "
+                              f"{n_here} (its data options: {_data_text(record)}): its "
+                              f"features would carry other labels into the space")
+    arrays = path.with_name(path.name.replace(".weights.pt", ".npz"))
+    try:
+        with np.load(arrays, allow_pickle=False) as z:
+            ids = [str(i) for i in z["train_ids"]]
+    except (OSError, ValueError, KeyError):
+        raise DataError(path, f"is a ferbench weights file without readable training ids "
+                              f"({arrays.name} beside it): the images it was trained on "
+                              f"cannot be checked against this run's") from None
+    for there, here in zip(ids, ctx.train.ids):
+        if there != str(here):
+            raise DataError(path, f"was trained on other training images ({there!r} where "
+                                  f"this run has {str(here)!r}; its data options: "
+                                  f"{_data_text(record)}): its features would carry other "
+                                  f"labels into the space")
+
+
+def _check_training_labels(path: Path, record: dict, ctx) -> None:
+    noise = (record.get("protocol") or {}).get("noise")
+    if not noise:
+        return  # the same images under a protocol without noise: the dataset's own labels
+    # The record names its noise file relative to its results folder, four levels above
+    # the weights (dataset/protocol/method/config hash).
+    try:
+        noise_path = path.parent.parents[3] / str(noise.get("file", ""))
+        doc = json.loads(noise_path.read_text())
+        flips = [(f["id"], f["noisy"]) for f in doc["flips"]]
+        classes, transition = list(doc["classes"]), doc["transition"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        raise DataError(path, f"was trained under noise {noise.get('hash')}, but its noise "
+                              f"file {noise.get('file')} is not readable: the labels it was trained "
+                              f"on cannot be checked against this run's") from None
+    if classes != list(ctx.classes):
+        raise DataError(path, f"was trained on the classes {', '.join(classes)}, this run's "
+                              f"are {', '.join(ctx.classes)}")
+    labels = ctx.train.labels.cpu().numpy()
+    position = {str(sid): i for i, sid in enumerate(ctx.train.ids)}
+    differ = sum(1 for sid, noisy in flips
+                 if sid not in position or classes[labels[position[sid]]] != noisy)
+    counts = np.asarray(transition, dtype=np.int64).sum(0)
+    here = np.bincount(labels, minlength=len(classes))
+    if differ or not np.array_equal(counts, here):
+        what = (f"{differ} of its {len(flips)} flipped labels differ here" if differ else
+                f"its label counts per class {counts.tolist()} are {here.tolist()} here")
+        raise DataError(path, f"was trained on other noisy labels than this run's (noise "
+                              f"{noise.get('hash')}: {what}): its features would carry them "
+                              f"into the space")
 
 
 def _timm_model(ctx, name: str, path: Path, entry_name: str) -> torch.nn.Module:

@@ -19,7 +19,15 @@ import torch
 
 from ferbench import ConfigError, OptimizerSpec, PerSample, setting
 
-from .common import QUICK, NeighbourConfig, NeighbourMethod, class_weights, onehot
+from .common import (
+    QUICK,
+    NeighbourConfig,
+    NeighbourMethod,
+    class_weights,
+    is_int,
+    is_list,
+    onehot,
+)
 
 
 @dataclass
@@ -37,6 +45,16 @@ class LDLVAConfig(NeighbourConfig):
     dc_weight: float = setting(0.01, low=0.0)        # centre-loss weight
     centre_lr: float = setting(0.5, low=0.0)         # the centres' two manual SGD steps
     centre_push: float = setting(0.1, low=0.0)       # weight of the push term between centres
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not is_list(self.calib_hidden) or not all(is_int(h) and h >= 1
+                                                     for h in self.calib_hidden):
+            raise ConfigError(f"calib_hidden={self.calib_hidden!r}: must be a list of layer "
+                              f"widths, integers >= 1")
+
+    def space_keys(self):
+        return ["aux_space"]
 
 
 class RowSGD(torch.optim.Optimizer):
@@ -185,8 +203,10 @@ class LDLVA(NeighbourMethod):
 
     def on_epoch_end(self, model, ctx, epoch):
         lam = self.lambdas()
+        # A copy: on the CPU `.cpu()` is the very tensor the next epoch's steps write into,
+        # and every epoch's entry would end up as the last one.
         return {"lambda_mean": float(lam.mean()), "lambda": PerSample(lam),
-                "target": PerSample(self.targets.cpu(), distribution=True)}
+                "target": PerSample(self.targets.detach().cpu().clone(), distribution=True)}
 
     def noise_scores(self, model, ctx):
         # Fixed before any result was seen: 1 − λ is the headline; 1 − p(y) and the

@@ -29,7 +29,9 @@ class AuxSpace:
     protocol withholds them). `relative`: its distances are divided by the median
     distance to the K-th neighbour before the kernel (a space without a natural scale);
     False keeps the space's own scale (valence-arousal, as the official code).
-    `needs_arg`: the name alone is not enough (`extra:NAME`, `embed:PATH`).
+    `needs_arg`: the name alone is not enough (`extra:NAME`, `embed:PATH`). `takes_arg`:
+    False where `NAME:ARG` would be ignored, so the config refuses it (the default, True,
+    leaves what an argument means to the space).
     """
 
     points: Callable
@@ -37,6 +39,7 @@ class AuxSpace:
     label_carrying: bool = False
     relative: bool = True
     needs_arg: bool = False
+    takes_arg: bool = True
 
 
 @dataclass
@@ -75,6 +78,17 @@ def registry() -> SpaceRegistry:
 def parse(spec: str) -> tuple[str, str | None]:
     name, _, arg = str(spec).partition(":")
     return name.strip(), (arg.strip() or None)
+
+
+def check_spec(setting: str, spec) -> None:
+    """Refuse, when the config is built, an argument given to a registered space that takes
+    none (`hog:junk` would silently be `hog`); `setting` is the `KEY=VALUE` the error names.
+    Unknown names are left to `space_points`, which suggests the closest."""
+    name, arg = parse(spec)
+    space = registry().spaces.get(name)
+    if space is not None and arg is not None and not space.takes_arg:
+        raise ConfigError(f"{setting}: must be {name} without an argument (:{arg}); the "
+                          f"space takes none")
 
 
 def space_points(ctx, spec: str, config):
@@ -167,22 +181,26 @@ def _embed(ctx, arg, config):
 def builtin_spaces() -> dict[str, AuxSpace]:
     return {
         "va": AuxSpace(_va, "the dataset's valence and arousal (AffectNet); label-carrying",
-                       label_carrying=True, relative=False),
+                       label_carrying=True, relative=False, takes_arg=False),
         "votes": AuxSpace(_votes, "FERPlus annotator vote distributions; label-carrying",
-                          label_carrying=True, relative=False),
+                          label_carrying=True, relative=False, takes_arg=False),
         "landmarks": AuxSpace(_landmarks, "facial landmarks of an extra ([N, P, 2]; default "
                                           "`landmarks`, synthfer's drawn points), shape only"),
         "extra": AuxSpace(_user_extra, "any numeric extra, e.g. a user's pseudo valence-"
                                        "arousal or landmark file given with --extra NAME=PATH",
                           needs_arg=True),
         "hog": AuxSpace(_image_features("hog"), "HOG histograms of the grey image "
-                                                "(scikit-image), computed from pixels alone"),
+                                                "(scikit-image), computed from pixels alone",
+                      takes_arg=False),
         "lbp": AuxSpace(_image_features("lbp"), "uniform LBP histograms on a 4×4 grid "
-                                                "(scikit-image), computed from pixels alone"),
+                                                "(scikit-image), computed from pixels alone",
+                      takes_arg=False),
         "embed": AuxSpace(_embed, "pooled features of a frozen image model: embed:PATH to a "
-                                  "ferbench weights.pt of this protocol, a timm checkpoint or "
-                                  "an open_clip image tower (see aux_backbone)", needs_arg=True),
+                                  "ferbench weights.pt trained on these images and labels, a "
+                                  "timm checkpoint or an open_clip image tower (see "
+                                  "aux_backbone)", needs_arg=True),
     }
 
 
-__all__ = ["AuxSpace", "DataError", "missing_file", "registry", "space_points", "parse"]
+__all__ = ["AuxSpace", "DataError", "check_spec", "missing_file", "registry",
+           "space_points", "parse"]
