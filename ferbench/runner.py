@@ -220,7 +220,6 @@ def _run_one(req, out, ds, mode, r, name, cls, seed, preset, tag) -> Path | None
                                                 precision=precision,
                                                 show_progress=req.show_progress,
                                                 whole_model=whole_model, run_key=key)
-        noise_file = write_noise(out, ds.name, pv)  # after the images decoded: nothing half-written
         stem = key.stem(out)
         run_dir = stem.parent / f"{stem.name}.run"
         if (run_dir / "checkpoint.pt").exists():
@@ -246,6 +245,8 @@ def _run_one(req, out, ds, mode, r, name, cls, seed, preset, tag) -> Path | None
             shutil.rmtree(run_dir, ignore_errors=True)  # a broken method: nothing to resume
             raise
         scores = score_run(pv, res)
+        # Once the run trained: a run refused while its method builds leaves nothing behind.
+        noise_file = write_noise(out, ds.name, pv)
         provided = registry().methods[name]
         record = make_record(
             key=key, view=pv, provided=provided, preset=preset,

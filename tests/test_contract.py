@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from ferbench import (Method, MethodConfig, Phase, Prediction, capped_per_class, hookimpl,
                       plugins, split_epochs)
 from ferbench.cli import cli
-from ferbench.errors import DataError
+from ferbench.errors import ConfigError, DataError
 from ferbench.nn import normalize
 from ferbench.runner import RunRequest, run
 
@@ -248,6 +248,19 @@ def test_each_epoch_keeps_the_per_sample_values_it_was_given_though_the_method_r
     seen = arrays["method_seen"]
     assert seen.shape == (3, 64)
     assert (seen[0] >= 1).all() and (seen[1] > seen[0]).any() and (seen[2] > seen[1]).any()
+
+
+class RefusesAtBuild(Toy):
+    def build(self, ctx):
+        raise ConfigError("aux_space='nope': no such space")
+
+
+def test_a_method_that_refuses_its_data_while_building_leaves_no_file_behind(tmp_path,
+                                                                             monkeypatch):
+    install(monkeypatch, refuses=RefusesAtBuild)
+    with pytest.raises(ConfigError, match="no such space"):
+        run(request(tmp_path / "out", "refuses", "noise30"))
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
 
 # ---- weights beyond timm, frozen modules in bf16 ------------------------------------------
 
