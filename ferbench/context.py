@@ -35,6 +35,9 @@ class SplitData:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     generator: torch.Generator | None = field(repr=False, default=None)  # the run's, shared
     _feeder: ImageFeeder | None = field(repr=False, default=None)
+    # Every extra the dataset annotated with the labels, handed out (clean) or withheld: a
+    # method records honestly which of its inputs carried labels.
+    label_extras: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -255,7 +258,7 @@ def load_split(name: str, samples, labels, *, mode: str, size: int, withhold: bo
             extras[k] = torch.from_numpy(np.ascontiguousarray(arr))
     lab = torch.from_numpy(np.asarray(labels, dtype=np.int64)) if labels is not None else None
     return SplitData(name, samples.ids, lab, extras, cache, tuple(sorted(withheld)), device,
-                     generator)
+                     generator, label_extras=tuple(sorted(samples.label_extras)))
 
 
 def build_context(view, config, *, mode: str, device: torch.device, precision: str,

@@ -128,8 +128,11 @@ def test_extra_space_takes_a_numeric_extra_as_it_is():
     assert not space.label_carrying and space.needs_arg
     assert torch.equal(pts, ctx.train.extras["landmarks"].float().reshape(40, 22))
     ctx, cfg = clean_context()
-    pts, _ = space_points(ctx, "extra:distribution", cfg)     # clean: handed out
+    pts, space = space_points(ctx, "extra:distribution", cfg)     # clean: handed out
     assert torch.equal(pts, ctx.train.extras["distribution"].float())
+    assert space.label_carrying        # recorded as what it is: made from the labels
+    _, space = space_points(ctx, "extra:landmarks", cfg)
+    assert not space.label_carrying
 
 
 def test_a_missing_extra_is_named():

@@ -13,7 +13,7 @@ derived from the image alone are always allowed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ferbench.errors import ConfigError, DataError, missing_file, unknown_name
@@ -120,6 +120,10 @@ def space_points(ctx, spec: str, config):
         first = int(torch.nonzero(bad)[0])
         raise ConfigError(f"auxiliary space {spec!r} has non-finite values for "
                           f"{int(bad.sum())} samples (first: {ctx.train.ids[first]})")
+    if arg in getattr(ctx.train, "label_extras", ()) and not space.label_carrying:
+        # `extra:NAME` of an extra given as `:label` (or synthfer's distribution) carries
+        # labels like `votes` does: the record says so.
+        space = replace(space, label_carrying=True)
     return pts, space
 
 
