@@ -14,6 +14,8 @@
 #   uafer        ViT-B-16 at 224 px, batch 128, against the same towers alone; then uafer's
 #                paper preset on FERPlus clean (random towers: no CLIP weights here);
 #   sweep        benchmarks/gpu_sweep.sh at --jobs 1 (the packed figures are --jobs 4-16).
+# DIV_SPEED=0 skips the diversified speed benchmark (its figures are in the plugin README),
+# leaving that part's whole limit to the esr / esr-div runs.
 # A training run gets the epochs that fit its share of the limit at 40 % of the images/s its
 # part measured on a batch in memory (a real epoch also loads, augments and evaluates), or
 # <PART>_EPOCHS where that is set; `timeout` still guards it, and its per-epoch test accuracy
@@ -68,12 +70,14 @@ part_ldl() {
 part_diversified() {
   local limit=${LIMIT_DIVERSIFIED:-150} here="$repo/plugins/ferbench-diversified/benchmarks"
   local t0=$SECONDS
-  # shellcheck disable=SC2086
-  timeout -k 5 60 python3 "$here/bench_diversified_speed.py" --arch esr --sizes paper \
-    --batch 32 --steps 10 --rounds 2 ${DIV_BENCH:-} --json "$work/div-speed-esr.json"
-  # shellcheck disable=SC2086
-  timeout -k 5 40 python3 "$here/bench_diversified_speed.py" --arch manet --sizes paper \
-    --batch 128 --steps 5 --rounds 2 ${DIV_BENCH:-} --json "$work/div-speed-manet.json"
+  if [ "${DIV_SPEED:-1}" != 0 ]; then   # DIV_SPEED=0: only the esr / esr-div runs
+    # shellcheck disable=SC2086
+    timeout -k 5 60 python3 "$here/bench_diversified_speed.py" --arch esr --sizes paper \
+      --batch 32 --steps 10 --rounds 2 ${DIV_BENCH:-} --json "$work/div-speed-esr.json"
+    # shellcheck disable=SC2086
+    timeout -k 5 40 python3 "$here/bench_diversified_speed.py" --arch manet --sizes paper \
+      --batch 128 --steps 5 --rounds 2 ${DIV_BENCH:-} --json "$work/div-speed-manet.json"
+  fi
   local each=$(( (limit - (SECONDS - t0)) / 2 ))
   local ips; ips=$(json_get "$work/div-speed-esr.json" rows.0.images_per_s.plain)
   local epochs=${DIV_EPOCHS:-$(fit "$each" "$ips" "$n_train_esr")}
