@@ -161,5 +161,7 @@ def read_results(folder: str | Path, errors: list | None = None) -> list[dict]:
             out.append(read_result(p))
         except FerbenchError as e:
             if errors is not None:
-                errors.append((p, str(e)))
+                # The reason alone: the path is the pair's first half.
+                errors.append((p, e.problem if isinstance(e, DataError) and e.path == p
+                               else str(e)))
     return out

@@ -289,7 +289,8 @@ def test_the_command_warns_on_stderr_for_each_skipped_file(tmp_path):
     res = CliRunner().invoke(cli, ["leaderboard", str(tmp_path)])
     assert res.exit_code == 0, res.output
     [warning] = res.stderr.splitlines()
-    assert warning.startswith(f"ferbench: warning: {bad}: skipped, ")
+    assert warning.startswith(f"ferbench: warning: {bad}: skipped, not a readable result")
+    assert warning.count(str(bad)) == 1       # the path once, then the reason
 
 
 def test_output_dir_and_pngs(tmp_path):
