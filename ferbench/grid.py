@@ -16,16 +16,24 @@ seeds: [0, 1, 2]
 epochs: 4                                              # any run flag, for every method
 out: results                                           # the results folder
 leaderboard: .                                         # where leaderboard.md goes
+slurm: {partition: gpu, mem_gb: 32}                    # --launcher slurm (sweep.SLURM_KEYS)
 ```
+
+`leaderboard` belongs to the grid's own `out`: a sweep whose results go elsewhere
+(`--out DIR`) writes its leaderboard.md into DIR, so a trial run never overwrites the
+board committed beside the grid. A `--var NAME=VALUE` is text, as `-o KEY=VALUE` is; it
+becomes a number or a boolean only where the file's own value of NAME is one.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError, unknown_name
 from .planning import RunRequest
+from .sweep import check_slurm
 
 # Settings a method entry, or the file for every method, may give (as `ferbench run` flags).
 FLAGS = ("epochs", "batch_size", "image_size", "backbone", "weights", "device", "precision",
@@ -47,7 +55,14 @@ class Grid:
     origins: list = field(default_factory=list)    # "FILE: datasets.x × methods.y" of each
     out: Path = Path("results")
     leaderboard: Path | None = None                # default: the grid file's folder
-    slurm: dict = field(default_factory=dict)
+    slurm: dict = field(default_factory=dict)      # checked: sweep.check_slurm
+
+
+class Origin(str):
+    """`FILE: datasets.x × methods.y`, and the method entry's name where it is not the
+    method's own (two entries of one method need telling apart in a sweep's cell labels)."""
+
+    entry: str | None = None
 
 
 def load_grid(path, variables: dict | None = None) -> Grid:
@@ -61,16 +76,19 @@ def load_grid(path, variables: dict | None = None) -> Grid:
                           + (" (it is a folder)" if path.is_dir() else ""))
     try:
         conf = OmegaConf.load(path)
-    except Exception as e:  # yaml's errors span lines: keep the first
-        first = (str(e).strip().splitlines() or ["unreadable"])[0]
-        raise ConfigError(f"{path}: does not parse: {first}") from None
+    except Exception as e:
+        raise ConfigError(_parse_error(path, e)) from None
     if not OmegaConf.is_dict(conf):
         raise ConfigError(f"{path}: expected a mapping of datasets, methods, protocols, seeds")
     for k, v in (variables or {}).items():
         if "vars" not in conf or k not in conf.vars:
             known = ", ".join(conf.vars) if "vars" in conf else "none"
             raise ConfigError(f"--var {k}: {path} has no such variable (its vars: {known})")
-        conf.vars[k] = v
+        default = OmegaConf.to_container(conf.vars, resolve=False)[k]
+        try:
+            conf.vars[k] = _var_value(v, default)
+        except (ValueError, OmegaConfBaseException) as e:
+            raise ConfigError(f"--var {k}={v}: {path}: vars.{k}: {e}") from None
     try:
         data = OmegaConf.to_container(conf, resolve=True)
     except OmegaConfBaseException as e:
@@ -78,6 +96,45 @@ def load_grid(path, variables: dict | None = None) -> Grid:
         key = getattr(e, "full_key", None)
         raise ConfigError(f"{path}: {key + ': ' if key else ''}{first}") from None
     return _grid(path, data)
+
+
+def _parse_error(path: Path, e: Exception) -> str:
+    """yaml's error as one line `FILE:LINE:COLUMN: problem` (its text spans lines)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or getattr(e, "context", None)
+    if mark is not None and problem:
+        return f"{path}:{mark.line + 1}:{mark.column + 1}: {problem}"
+    first = (str(e).strip().splitlines() or ["unreadable"])[0]
+    return f"{path}: does not parse: {first}"
+
+
+def _var_value(value, default):
+    """A `--var` value: text, as `-o KEY=VALUE` takes it, typed only where the file's own
+    value is a number or a boolean (so `0100` is 100, never YAML's octal 64)."""
+    typed = isinstance(default, (bool, int, float))
+    if typed and type(value) is type(default) or isinstance(default, float) and \
+            isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not typed and not isinstance(value, str):
+        # A caller may hand over what YAML made of the text: lists and mappings omegaconf
+        # holds, dates and the like it cannot, and their text is what the user wrote.
+        ok = value is None or isinstance(value, (bool, int, float, list, dict))
+        return value if ok else str(value)
+    text = str(value).strip()
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"expected true or false, as the file's value {default} is")
+        return text.lower() == "true"
+    if isinstance(default, int):
+        if not re.fullmatch(r"[+-]?[0-9]+", text):
+            raise ValueError(f"expected a whole number, as the file's value {default} is")
+        return int(text)
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, as the file's value {default} is") from None
+    return value
 
 
 def _grid(path: Path, data: dict) -> Grid:
@@ -93,6 +150,7 @@ def _grid(path: Path, data: dict) -> Grid:
 
     datasets = _entries(data.get("datasets"), "datasets", fail, required=True)
     methods = _entries(data.get("methods"), "methods", fail, required=True)
+    entry_names = _entry_names(data.get("methods"), methods)
     protocols = data.get("protocols", ["clean"])
     if isinstance(protocols, str):
         protocols = [protocols]
@@ -145,12 +203,24 @@ def _grid(path: Path, data: dict) -> Grid:
                     + _overrides(m.get("overrides"), f"{m_entry}.overrides", fail)))
             except ConfigError as e:
                 fail(f"{d_entry} × {m_entry}", str(e))
-            origins.append(f"{path}: {d_entry} × {m_entry}")
+            origin = Origin(f"{path}: {d_entry} × {m_entry}")
+            origin.entry = entry_names.get(m_entry)
+            origins.append(origin)
     slurm = data.get("slurm") or {}
     if not isinstance(slurm, dict):
         fail("slurm", "expected a mapping such as {partition: gpu, gpus_per_task: 1}")
-    return Grid(path, requests, origins, Path(where(data.get("out", "results"))),
-                Path(where(data.get("leaderboard") or ".")), slurm)
+    slurm = check_slurm(slurm, f"{path}: slurm.")
+    out = Path(where(data.get("out") or "results"))
+    leaderboard = Path(where(data.get("leaderboard") or "."))
+    for entry, folder in (("out", out), ("leaderboard", leaderboard)):
+        # Found now, not after every cell has trained.
+        blocked = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if blocked is not None and not blocked.is_dir():
+            fail(entry, f"{blocked} is a file; expected a folder"
+                 + (" (leaderboard.md is written into it)" if entry == "leaderboard" else ""))
+    for req in requests:
+        req.out = str(out)  # what run_sweep compares --out with (the `leaderboard` rule)
+    return Grid(path, requests, origins, out, leaderboard, slurm)
 
 
 def _entries(value, section: str, fail, required: bool) -> list:
@@ -175,6 +245,20 @@ def _entries(value, section: str, fail, required: bool) -> list:
             items.append((f"{section}[{i}] ({v['name']})", v))
         return items
     fail(section, "expected a non-empty list of names or a mapping name -> settings")
+
+
+def _entry_names(value, methods: list) -> dict:
+    """Method entry -> the name a cell label shows beside the method's: a mapping's key
+    where it differs from the method, a list's index where the method is listed twice."""
+    names = {}
+    twice = {m["name"] for _, m in methods if [n["name"] for _, n in methods].count(m["name"]) > 1}
+    for i, (entry, m) in enumerate(methods):
+        key = entry.split(".", 1)[1] if isinstance(value, dict) else None
+        if key is not None and key != m["name"]:
+            names[entry] = key
+        elif key is None and m["name"] in twice:
+            names[entry] = f"methods[{i}]"
+    return names
 
 
 def _known(entry: dict, keys, where: str, fail) -> None:

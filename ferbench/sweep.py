@@ -29,11 +29,15 @@ from .progress import console
 SWEEP_DIR = "sweep"
 LAUNCHERS = ("local", "slurm")
 # Slurm settings a grid file's `slurm:` section (or `--slurm KEY=VALUE`) may give, as
-# submitit's SlurmExecutor names them; `sbatch` holds any other #SBATCH option.
-SLURM_KEYS = {"partition": "partition", "gpus_per_task": "gpus_per_task",
-              "cpus_per_task": "cpus_per_task", "mem_gb": "mem", "time_min": "time",
-              "array_parallelism": "array_parallelism", "setup": "setup",
-              "sbatch": "additional_parameters"}
+# submitit's SlurmExecutor names them, and what each must be; `sbatch` holds any other
+# #SBATCH option.
+SLURM_KEYS = {"partition": ("partition", "text"), "gpus_per_task": ("gpus_per_task", 0),
+              "cpus_per_task": ("cpus_per_task", 1), "mem_gb": ("mem", 1),
+              "time_min": ("time", 1), "array_parallelism": ("array_parallelism", 1),
+              "setup": ("setup", "lines"), "sbatch": ("additional_parameters", "mapping")}
+SLURM_EXAMPLES = {"partition": "gpu", "gpus_per_task": "1", "cpus_per_task": "8",
+                  "mem_gb": "32 (GB)", "time_min": "120 (minutes)", "array_parallelism": "12",
+                  "setup": "[source .venv/bin/activate]", "sbatch": "{account: my-lab}"}
 POLL_S = 0.5
 
 
@@ -78,24 +82,39 @@ def plan_sweep(requests, out: Path, *, force: bool, jobs: int, launcher: str,
                decode: bool = True, show_progress: bool | None = None,
                origins: list | None = None) -> list[Cell]:
     """Every cell of `requests` with its key and whether it is stored; with `decode`, every
-    cache a cell to run needs decoded. A request's problem is named by its `origins` entry."""
-    threads = max(1, cores() // jobs) if launcher == "local" else None
+    cache a cell to run needs decoded. A request's problem is named by its `origins` entry
+    (and a grid's method entry by its `entry`, in the cells' labels)."""
+    from .planning import request_command
+
     cells, seen = [], set()
     for n, req in enumerate(requests):
         # A sweep always continues an interrupted cell from its checkpoint.
         req = replace(req, out=str(out), force=force, resume=True, show_progress=show_progress)
+        entry = getattr(origins[n], "entry", None) if origins else None
         try:
-            found = _request_cells(req, out, threads, decode, show_progress, launcher, seen)
+            found = _request_cells(req, out, decode, show_progress, launcher, seen, entry)
         except FerbenchError as e:
             if not origins:
                 raise
             raise ConfigError(f"{origins[n]}: {e}") from None
         cells += found
+    if launcher == "local":
+        threads = max(1, cores() // workers(cells, jobs))
+        for c in cells:
+            one = c.spec.request
+            if not one.flags.get("threads"):
+                one.flags["threads"] = threads  # the machine's cores divided among the workers
+                one.command = request_command(one)
     _estimate(cells, out)
     return cells
 
 
-def _request_cells(req, out, threads, decode, show_progress, launcher, seen) -> list[Cell]:
+def workers(cells: list[Cell], jobs: int) -> int:
+    """How many cells run at once at `--jobs jobs`: no more than there are to run."""
+    return max(1, min(jobs, sum(not c.stored for c in cells)))
+
+
+def _request_cells(req, out, decode, show_progress, launcher, seen, entry) -> list[Cell]:
     from .data.cache import load_cached
     from .planning import request_command
     from .results import is_readable_result
@@ -104,11 +123,8 @@ def _request_cells(req, out, threads, decode, show_progress, launcher, seen) -> 
     cells = []
     plan = prepare(req)
     for protocol, params, view, name, cls, seed in plan.cells():
-        flags = dict(req.flags)
-        if threads and not flags.get("threads"):
-            flags["threads"] = threads  # the machine's cores divided among the workers
         one = replace(req, methods=[name], protocols=[protocol], seeds=[seed],
-                      flags=flags, leaderboard=False, show_progress=False)
+                      flags=dict(req.flags), leaderboard=False, show_progress=False)
         one.command = request_command(one)
         r = resolve_cell(one, plan.ds, plan.mode, params, view, name, cls, plan.preset, seed)
         if r.key in seen:
@@ -123,7 +139,8 @@ def _request_cells(req, out, threads, decode, show_progress, launcher, seen) -> 
                     load_cached(samples, int(r.mcfg.image_size), plan.mode,
                                 show_progress=show_progress)
         slug = _slug(r.key)
-        spec = CellSpec(one, f"{name} · {r.key.protocol} · seed {seed} · {plan.ds.name}",
+        who = f"{entry} ({name})" if entry else name
+        spec = CellSpec(one, f"{who} · {r.key.protocol} · seed {seed} · {plan.ds.name}",
                         str(out / SWEEP_DIR / "logs" / f"{slug}.log"),
                         str(out / SWEEP_DIR / "failed" / f"{slug}.json"),
                         os.getpid() if launcher == "local" else None)
@@ -156,6 +173,7 @@ def _estimate(cells: list[Cell], out: Path) -> None:
 
 def remaining_estimate(cells: list[Cell], jobs: int) -> str:
     todo = [c for c in cells if not c.stored]
+    n = workers(cells, jobs)
     if not todo:
         return "nothing left to run"
     known = [c.estimate_s for c in todo if c.estimate_s is not None]
@@ -163,8 +181,8 @@ def remaining_estimate(cells: list[Cell], jobs: int) -> str:
     if not known:
         return "unknown (no stored run of these methods, presets and datasets)"
     total = sum(known)
-    text = f"about {_hms(total)} of runs" + (f", {_hms(total / jobs)} at --jobs {jobs}"
-                                            if jobs > 1 else "")
+    text = f"about {_hms(total)} of runs" + (f", {_hms(total / n)} with {n} at once"
+                                            if n > 1 else "")
     return text + (f", plus {unknown} cells of unknown time" if unknown else "")
 
 
@@ -258,8 +276,9 @@ def _stop_with(pid: int) -> None:
 # ---- the parent side ------------------------------------------------------------------
 
 
-def make_executor(launcher: str, out: Path, slurm: dict, jobs: int = 1):
-    """submitit's executor for `launcher`, its jobs' files under `out/sweep/submitit`."""
+def make_executor(launcher: str, out: Path, slurm: dict, cells: int = 1):
+    """submitit's executor for `launcher` (on SLURM, for an array of `cells`), its jobs'
+    files under `out/sweep/submitit`."""
     import submitit
 
     folder = out / SWEEP_DIR / "submitit"
@@ -269,7 +288,7 @@ def make_executor(launcher: str, out: Path, slurm: dict, jobs: int = 1):
         return ex
     check_sbatch()
     ex = submitit.SlurmExecutor(folder=folder)
-    ex.update_parameters(**slurm_parameters(slurm, jobs))
+    ex.update_parameters(**slurm_parameters(slurm, cells))
     return ex
 
 
@@ -324,19 +343,58 @@ def _remember_jobs(out: Path, cells: list, handles: list) -> None:
     write_json(out / SWEEP_DIR / "slurm-jobs.json", jobs)
 
 
-def slurm_parameters(slurm: dict, jobs: int = 1) -> dict:
-    """submitit SlurmExecutor parameters from the grid's `slurm:` settings (array
-    parallelism: `jobs` unless they give it)."""
-    params = {"job_name": "ferbench", "time": 24 * 60, "array_parallelism": jobs}
-    for k, v in slurm.items():
+def check_slurm(settings: dict, where: str = "--slurm ") -> dict:
+    """`settings` checked and typed (text from `--slurm KEY=VALUE` as numbers where they
+    are counts); a problem is one ConfigError line `{where}KEY: problem`."""
+    checked = {}
+    for k, v in settings.items():
         if k not in SLURM_KEYS:
-            raise ConfigError(f"{unknown_name('slurm setting', k, SLURM_KEYS)}; any other "
-                              f"#SBATCH option goes in sbatch: {{name: value}}")
+            raise ConfigError(f"{where}{k}: {unknown_name('slurm setting', str(k), SLURM_KEYS)}"
+                              f"; any other #SBATCH option goes in sbatch: {{name: value}}")
+        kind = SLURM_KEYS[k][1]
+        value = _slurm_value(v, kind)
+        if value is None:
+            raise ConfigError(f"{where}{k}: {v!r} is not a valid value; expected "
+                              + ("a whole number" + (" >= 1" if kind == 1 else " >= 0")
+                                 + f" such as {SLURM_EXAMPLES[k]}" if isinstance(kind, int)
+                                 else f"such as {SLURM_EXAMPLES[k]}"))
+        checked[k] = value
+    return checked
+
+
+def _slurm_value(v, kind):
+    """`v` as a setting of `kind` (the least whole number, "text", "lines", "mapping"), or
+    None where it is not one."""
+    if isinstance(kind, int):
+        if isinstance(v, str) and v.strip().isdigit():
+            v = int(v)
+        return v if isinstance(v, int) and not isinstance(v, bool) and v >= kind else None
+    if kind == "text":
+        return v.strip() if isinstance(v, str) and v.strip() else None
+    if kind == "lines":
+        v = [v] if isinstance(v, str) else v
+        return v if isinstance(v, list) and all(isinstance(x, str) for x in v) else None
+    if isinstance(v, str):  # `--slurm 'sbatch={account: lab}'`
+        import yaml
+
+        try:
+            v = yaml.safe_load(v)
+        except yaml.YAMLError:
+            return None
+    scalar = (str, int, float, bool)
+    return v if isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, scalar)
+                                            for k, x in v.items()) else None
+
+
+def slurm_parameters(slurm: dict, cells: int = 1) -> dict:
+    """submitit SlurmExecutor parameters for an array of `cells` from the `slurm:` settings.
+    Without `array_parallelism` every cell may run at once: the cluster's scheduler and
+    the user's limits there decide, not `--jobs`, which is about this machine's cores."""
+    params = {"job_name": "ferbench", "time": 24 * 60, "array_parallelism": max(1, cells)}
+    for k, v in check_slurm(slurm).items():
         if k == "mem_gb":
             v = f"{v}GB"
-        if k == "setup" and isinstance(v, str):
-            v = [v]
-        params[SLURM_KEYS[k]] = v
+        params[SLURM_KEYS[k][0]] = v
     return params
 
 
@@ -357,15 +415,15 @@ def launch(cells: list[Cell], *, launcher: str, jobs: int, out: Path, slurm: dic
         todo = [c for c in todo if c.spec.label not in queued]
     if not todo:
         return summary
-    executor = make_executor(launcher, out, slurm, jobs)
+    executor = make_executor(launcher, out, slurm, len(todo))
     slots = len(todo) if launcher == "slurm" else jobs
     pending, running = list(todo), {}
     free = list(range(slots))
     t0 = time.time()
-    env = _worker_env(jobs) if launcher == "local" else {}
+    env = _worker_env(min(jobs, len(todo))) if launcher == "local" else {}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # submitit's local jobs start with this process's environment
-    display = _Display(len(todo), jobs, show_progress)
+    display = _Display(len(todo), min(jobs, len(todo)), show_progress)
     try:
         if launcher == "slurm":
             handles = executor.map_array(execute_cell, [c.spec for c in todo])
@@ -436,9 +494,7 @@ def _record(summary: Summary, cell: Cell, handle) -> str:
     try:
         outcome = handle.result()
     except Exception as e:  # the worker died (killed, out of memory, cancelled job)
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        outcome = {"status": "failed", "error": f"the worker stopped without a result "
-                                                f"({type(e).__name__}: {first[:200]})"}
+        outcome = {"status": "failed", "error": _death(handle, e)}
         _write_failure(cell.spec, outcome["error"])
     status = outcome.get("status")
     if status == "done":
@@ -452,6 +508,44 @@ def _record(summary: Summary, cell: Cell, handle) -> str:
     error = outcome.get("error", "?")
     summary.failed.append((label, error, log))
     return f"FAILED: {error} (log: {log})"
+
+
+# What a SLURM job's final state says of a task that left no result.
+SLURM_DEATHS = {"OUT_OF_MEMORY": "worker killed for using more memory than it was given "
+                                 "(SLURM OUT_OF_MEMORY; raise slurm.mem_gb)",
+                "TIMEOUT": "worker stopped at its time limit (SLURM TIMEOUT; raise "
+                           "slurm.time_min; the next sweep resumes it from its checkpoint)",
+                "CANCELLED": "the SLURM job was cancelled",
+                "NODE_FAIL": "the node running the worker failed (SLURM NODE_FAIL)",
+                "PREEMPTED": "the SLURM job was preempted"}
+
+
+def _death(handle, error: Exception) -> str:
+    """One line for a worker that left no result, from its exit signal or SLURM state;
+    submitit's own message spans lines and names its pickles, not the cause."""
+    import signal
+
+    process = getattr(handle, "_process", None)  # the local job's controller
+    code = process.poll() if process is not None else None
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else "?"
+        return (f"worker killed by signal {-code} ({name}"
+                + ("; out of memory?)" if -code == signal.SIGKILL else ")"))
+    state = str(getattr(handle, "state", "") or "").split()
+    state = state[0].upper() if state else ""
+    if state in SLURM_DEATHS:
+        return SLURM_DEATHS[state]
+    if type(error).__name__ == "FailedJobError":  # it raised before or after execute_cell
+        lines = [ln.strip() for ln in str(error).split("-" * 22)[1].splitlines() if ln.strip()] \
+            if str(error).count("-" * 22) >= 2 else []
+        return f"the worker failed outside its run: {(lines or [type(error).__name__])[-1][:200]}"
+    if state in ("FINISHED", "COMPLETED", "FAILED", ""):
+        # execute_cell returns every error it can catch, so a worker without a result
+        # and without an error line was killed, most often by the kernel for memory.
+        return ("worker killed before it finished, leaving no result and no error (a signal "
+                "such as 9: out of memory?)")
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return f"the worker stopped without a result (state {state}; {first[:200]})"
 
 
 def _forget(handle) -> None:
@@ -468,6 +562,7 @@ class _Display:
 
     def __init__(self, total: int, jobs: int, enabled: bool | None):
         self.total, self.jobs = total, jobs
+        self.finished = 0  # done, failed, or skipped because another process runs it
         self.live = sys.stderr.isatty() if enabled is None else enabled
         self.bar = None
         if self.live:
@@ -481,7 +576,7 @@ class _Display:
     def _text(self, summary: Summary, running: int, t0: float) -> str:
         n_done = len(summary.done)
         walls = [w for _, w in summary.done]
-        left = self.total - n_done - len(summary.failed) - running
+        left = self.total - self.finished - running
         eta = ""
         if walls:
             eta = f" · about {_hms(statistics.mean(walls) * (left + running / 2) / self.jobs)} left"
@@ -494,7 +589,8 @@ class _Display:
             self.bar.update(self.task, description=self._text(summary, running, t0))
 
     def event(self, cell: Cell, summary: Summary, what: str) -> None:
-        console.print(f"[{len(summary.done) + len(summary.failed)}/{self.total}] "
+        self.finished += 1
+        console.print(f"[{self.finished}/{self.total}] "
                       f"{cell.spec.label}: {what}", highlight=False)
 
     def close(self) -> None:
@@ -522,19 +618,24 @@ def run_sweep(requests, out, *, jobs: int = 1, launcher: str = "local", slurm: d
               dry_run: bool = False, force: bool = False, leaderboard: bool = True,
               leaderboard_out=None, gpus: int = 0, origins: list | None = None,
               show_progress: bool | None = None) -> Summary | None:
-    """Plan, launch and summarise a sweep; rebuild the leaderboard. None for a dry run."""
+    """Plan, launch and summarise a sweep; rebuild the leaderboard. None for a dry run.
+
+    `leaderboard_out` (a grid's `leaderboard`) is where the requests' own results folder
+    (their `out`) keeps its leaderboard; a sweep into another folder writes the leaderboard
+    into that folder, so trying a grid elsewhere never overwrites its committed board."""
     from .results import check_writable
 
     if launcher not in LAUNCHERS:
         raise ConfigError(f"unknown launcher {launcher!r} (use {' or '.join(LAUNCHERS)})")
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: expected 1 or more")
-    slurm = slurm or {}
-    if launcher == "slurm":
-        slurm_parameters(slurm)  # unknown settings fail before any cell
-        if not dry_run:
-            check_sbatch()  # one line, before any planning
+    slurm = check_slurm(slurm or {})  # a bad setting fails before any cell
+    if launcher == "slurm" and not dry_run:
+        check_sbatch()  # one line, before any planning
     out = check_writable(out, create=False)
+    if leaderboard_out is not None and any(
+            Path(r.out).expanduser().resolve() != out.resolve() for r in requests):
+        leaderboard_out = None
     t0 = time.time()
     cells = plan_sweep(requests, out, force=force, jobs=jobs, launcher=launcher,
                        decode=not dry_run, show_progress=show_progress, origins=origins)
@@ -542,8 +643,9 @@ def run_sweep(requests, out, *, jobs: int = 1, launcher: str = "local", slurm: d
         print_dry_run(cells, jobs)
         return None
     todo = sum(not c.stored for c in cells)
-    where = (f"{jobs} local worker{'s' if jobs > 1 else ''}, "
-             f"{max(1, cores() // jobs)} threads each" if launcher == "local"
+    n = workers(cells, jobs)
+    where = (f"{n} local worker{'s' if n > 1 else ''}, "
+             f"{max(1, cores() // n)} threads each" if launcher == "local"
              else "a SLURM job array")
     console.print(f"sweep: {len(cells)} cells, {len(cells) - todo} stored, {todo} to run on "
                   f"{where}; time still needed: {remaining_estimate(cells, jobs)}",

@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from ferbench.cli import cli
 from ferbench.grid import load_grid
 from ferbench.planning import RunRequest
-from ferbench.sweep import plan_sweep, slurm_parameters, still_queued
+from ferbench.sweep import (Summary, _Display, _record, launch, plan_sweep,
+                            remaining_estimate, slurm_parameters, still_queued)
 
 TINY_OPTIONS = {"n_train": "96", "n_val": "0", "n_test": "48"}
 TINY = ["-o", "n_train=96", "-o", "n_test=48", "--epochs", "2", "--batch-size", "16",
@@ -131,7 +132,7 @@ def test_grid_variables_are_set_from_the_command_line(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("methods: [baseline\n", "does not parse"),
+    ("methods: [baseline\n", ":2:1: expected ',' or ']'"),
     ("datasets: {synthfer: {}}\nmethods: [nosuchmethod]\n", "unknown method 'nosuchmethod'"),
     ("datasets: {synthfer: {}}\nmethods: {baseline: {preset: nosuch}}\n",
      "methods.baseline: unknown preset"),
@@ -159,7 +160,7 @@ def test_a_grid_file_with_flags_that_belong_in_it_is_refused(tmp_path):
     grid = _write(tmp_path / "grid.yaml", GRID)
     res = CliRunner().invoke(cli, ["run", "--grid", str(grid), "--method", "baseline"])
     assert res.exit_code == 2
-    assert "--methods belong in it" in res.output
+    assert "the grid file says what to run; --method " in res.output  # the flag as typed
 
 
 # --- running a sweep -------------------------------------------------------------------
@@ -298,3 +299,113 @@ def test_a_cell_whose_slurm_job_is_still_queued_is_not_submitted_again(tmp_path,
     states = {"77_0": "RUNNING", "77_1": "PENDING", "77_2": "CANCELLED by 1000"}
     queued = still_queued(cells, out, job_state=states.get)
     assert queued == {cells[0].spec.label: "77_0", cells[1].spec.label: "77_1"}
+
+
+def test_a_grid_run_into_another_results_folder_leaves_the_grids_leaderboard_alone(
+        tmp_path, cache):
+    grid = _write(tmp_path / "lb" / "grid.yaml", """
+        datasets: {synthfer: {options: {n_train: 60, n_test: 20}}}
+        methods: [baseline]
+        epochs: 1
+        device: cpu
+        precision: fp32
+        """)
+    committed = _write(tmp_path / "lb" / "leaderboard.md", "the committed board\n")
+    res = _ferbench("run", "--grid", grid, "--out", tmp_path / "try")
+    assert res.returncode == 0, res.stderr
+    assert committed.read_text() == "the committed board\n"
+    assert (tmp_path / "try" / "leaderboard.md").exists()
+    assert f"leaderboard: {tmp_path / 'try' / 'leaderboard.md'}" in res.stderr
+
+
+def test_more_jobs_than_cells_to_run_share_the_cores_among_the_cells(tmp_path, cache,
+                                                                     monkeypatch):
+    import ferbench.sweep
+
+    monkeypatch.setattr(ferbench.sweep, "cores", lambda: 6)
+    req = RunRequest(methods=["baseline"], seeds=[0, 1], data_options=TINY_OPTIONS)
+    cells = plan_sweep([req], tmp_path / "out", force=False, jobs=3, launcher="local",
+                       decode=False)
+    assert [c.spec.request.flags["threads"] for c in cells] == [3, 3]
+    assert "engine.threads=3" in cells[0].spec.request.command
+    for c in cells:
+        c.estimate_s = 60.0
+    assert remaining_estimate(cells, 3) == "about 2m00s of runs, 1m00s with 2 at once"
+    cells[1].stored = True
+    assert remaining_estimate(cells, 3) == "about 1m00s of runs"
+
+
+def _fake_sbatch(tmp_path: Path, monkeypatch) -> Path:
+    """A login node's sbatch that keeps the script it was given and answers a job id."""
+    import submitit
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(f"#!/bin/sh\ncp \"$1\" {tmp_path / 'submitted.sh'}\n"
+                      "echo 'Submitted batch job 77'\n")
+    sbatch.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 2))
+    return tmp_path / "submitted.sh"
+
+
+@pytest.mark.parametrize("slurm, array", [({}, "#SBATCH --array=0-4%5"),
+                                          ({"array_parallelism": 2}, "#SBATCH --array=0-4%2")])
+def test_a_job_array_runs_every_cell_at_once_unless_array_parallelism_says(
+        tmp_path, cache, monkeypatch, slurm, array):
+    import submitit
+
+    submitted = _fake_sbatch(tmp_path, monkeypatch)
+    # The cluster runs each task at once and it succeeds.
+    monkeypatch.setattr(submitit.SlurmJob, "done", lambda self, force_check=False: True)
+    monkeypatch.setattr(submitit.SlurmJob, "result",
+                        lambda self: {"status": "done", "wall_s": 1.0})
+    req = RunRequest(methods=["baseline"], seeds=[0, 1, 2, 3, 4], data_options=TINY_OPTIONS)
+    out = tmp_path / "out"
+    cells = plan_sweep([req], out, force=False, jobs=1, launcher="slurm", decode=False)
+    summary = launch(cells, launcher="slurm", jobs=1, out=out, slurm=slurm)
+    assert len(summary.done) == 5
+    # --jobs (1 unless given) is about this machine's cores, never the cluster's.
+    assert array in submitted.read_text().splitlines()
+
+
+class _Gone:
+    """A job that ended without a result, as submitit sees it."""
+
+    def __init__(self, state, returncode=0):
+        from submitit.core.utils import UncompletedJobError
+
+        self.state, self.error = state, UncompletedJobError(
+            f"Job 77 (task: 0) with path x\nhas not produced any output (state: {state})")
+        self._process = type("P", (), {"poll": lambda _: returncode})()
+
+    def result(self):
+        raise self.error
+
+
+@pytest.mark.parametrize("handle, line", [
+    (_Gone("FINISHED"), "worker killed before it finished, leaving no result and no error "
+                        "(a signal such as 9: out of memory?)"),
+    (_Gone("INTERRUPTED", -9), "worker killed by signal 9 (SIGKILL; out of memory?)"),
+    (_Gone("OUT_OF_MEMORY", None), "worker killed for using more memory than it was given "
+                                   "(SLURM OUT_OF_MEMORY; raise slurm.mem_gb)"),
+])
+def test_a_killed_worker_is_reported_by_what_killed_it(tmp_path, cache, handle, line):
+    req = RunRequest(methods=["baseline"], data_options=TINY_OPTIONS)
+    (cell,) = plan_sweep([req], tmp_path / "out", force=False, jobs=1, launcher="local",
+                         decode=False)
+    summary = Summary()
+    assert _record(summary, cell, handle) == f"FAILED: {line} (log: {cell.spec.log})"
+    assert json.loads(Path(cell.spec.failure).read_text())["error"] == line
+
+
+def test_a_cell_skipped_while_running_advances_the_count(tmp_path, cache, capsys):
+    req = RunRequest(methods=["baseline"], seeds=[0, 1], data_options=TINY_OPTIONS)
+    cells = plan_sweep([req], tmp_path / "out", force=False, jobs=1, launcher="local",
+                       decode=False)
+    display, summary = _Display(2, 1, False), Summary()
+    for c in cells:
+        display.event(c, summary, "skipped: running in another ferbench process")
+    lines = capsys.readouterr()
+    assert "[1/2]" in lines.err + lines.out and "[2/2]" in lines.err + lines.out
