@@ -257,6 +257,13 @@ class Method:
         A method that defines it gets the pass every epoch where there is a validation
         split, whatever `engine.eval_every`; the checkpoint is written after it."""
 
+    def extras_read(self) -> dict[str, str]:
+        """The training extras this config will read through `ctx.train_extra`, each with
+        the setting that asks for it: `{"votes": "soft_target=votes"}`. Optional; the harness
+        checks them when it plans the runs, so a run that could never read one (the
+        protocol withholds it, the dataset has none) is refused before any run trains."""
+        return {}
+
     def extra_results(self) -> dict:
         """Figures of the whole run for the result's `method_results` (JSON-able)."""
         return {}

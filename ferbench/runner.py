@@ -117,6 +117,10 @@ def prepare(req: RunRequest) -> Prepared:
 def _run(req: RunRequest, out: Path) -> list[Path]:
     plan = prepare(req)
     cells = list(plan.cells())
+    for _, params, view, name, cls, seed in cells:
+        # Every cell's config is checked before the first trains: a setting one protocol
+        # cannot run (soft targets a noise protocol withholds) stops the whole command.
+        resolve_cell(req, plan.ds, plan.mode, params, view, name, cls, plan.preset, seed)
     written = []
     for i, (_, params, view, name, cls, seed) in enumerate(cells, 1):
         path = run_one(req, out, plan.ds, plan.mode, params, view, name, cls, plan.preset,
@@ -153,6 +157,8 @@ def resolve_cell(req, ds, mode, params, view, name, cls, preset, seed) -> Resolv
     channels_last = resolve_channels_last(cfg.engine.channels_last, device, precision)
     resolved["engine"]["channels_last"] = "on" if channels_last else "off"
     method = cls(mcfg)
+    for extra, setting_text in method.extras_read().items():
+        _check_extra(pv, extra, setting_text)
     resolved["method"]["views"] = [list(resolve_view(v)) for v in method.views]
     if pv.record.get("extras"):
         # A user's extra files by content and kind, not by where they lie: part of the data
@@ -162,6 +168,16 @@ def resolve_cell(req, ds, mode, params, view, name, cls, preset, seed) -> Resolv
                                       for name, e in pv.record["extras"].items()}
     key = run_key(ds.name, pv, name, seed, resolved, added_at_default(cls.Config))
     return Resolved(cfg, mcfg, device, precision, channels_last, pv, method, resolved, key)
+
+
+def _check_extra(pv, name: str, where: str) -> None:
+    """What `ctx.train_extra` would refuse, found when the run is planned."""
+    if pv.withhold_label_extras and name in pv.train.label_extras:
+        raise ConfigError(f"{where}: the protocol {pv.id} withholds the label-carrying extra "
+                          f"{name!r} from methods")
+    if name not in pv.train.extras:
+        raise ConfigError(f"{where}: the training set has no extra {name!r} (it has: "
+                          f"{', '.join(sorted(pv.train.extras)) or 'none'})")
 
 
 def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> Path | None:

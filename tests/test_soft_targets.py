@@ -141,6 +141,23 @@ def test_the_cli_under_noise_stops_in_one_line_before_training(tmp_path):
     assert "Traceback" not in res.output and not list(out.rglob("seed*.json"))
 
 
+
+@pytest.mark.parametrize("sweep", [[], ["--jobs", "2"]], ids=["runs", "sweep"])
+def test_soft_targets_over_clean_and_noise_stop_before_the_clean_run_trains(tmp_path, sweep):
+    from click.testing import CliRunner
+
+    from ferbench.cli import cli
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["run", "--method", "baseline", "--protocol", "clean,noise30",
+                                   "-o", "n_train=40", "-o", "n_test=8", "--epochs", "1",
+                                   "--device", "cpu", "image_size=32", *sweep,
+                                   "soft_target=distribution", "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    (line,) = [x for x in res.stderr.splitlines() if x.startswith("ferbench: error:")]
+    assert "soft_target=distribution: the protocol noise30 withholds" in line
+    assert not list(out.rglob("seed*.json")), "the clean run trained before the refusal"
+
 @pytest.mark.parametrize("noisy", [False, True])
 def test_an_unknown_soft_target_is_named(noisy):
     if noisy:

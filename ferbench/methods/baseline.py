@@ -45,6 +45,10 @@ class Baseline(Method):
     }
     preset_sources = {"quick": "ferbench", "paper": "ferbench", "fast": "ferbench"}
 
+    def extras_read(self):
+        name = self.config.soft_target
+        return {name: f"soft_target={name}"} if name else {}
+
     def build(self, ctx):
         self._targets = (soft_targets(ctx, self.config.soft_target)
                          if self.config.soft_target else None)
