@@ -210,12 +210,8 @@ class RunContext:
     def train_extra(self, name: str, where: str, advice: str = "") -> torch.Tensor:
         """The training set's extra `name` as the method may read it, or one ConfigError line
         beginning `where`: the protocol withholds it (then `advice`), or the set has none."""
-        if name in self.train.withheld:
-            raise ConfigError(f"{where}: the protocol {self.protocol.id} withholds the "
-                              f"label-carrying extra {name!r} from methods{advice}")
-        if name not in self.train.extras:
-            raise ConfigError(f"{where}: the training set has no extra {name!r} (it has: "
-                              f"{', '.join(sorted(self.train.extras)) or 'none'})")
+        check_extra_readable(name, where, self.protocol.id, self.train.extras,
+                             self.train.withheld, advice)
         return self.train.extras[name]
 
     def iterate(self, split: str = "train", views=("none",), batch_size: int | None = None,
@@ -240,6 +236,19 @@ class RunContext:
             self._train_pred_cache.clear()
             self._train_pred_cache[key] = self._predictor(self.train, view)
         return self._train_pred_cache[key]
+
+
+def check_extra_readable(name: str, where: str, protocol_id: str, extras, withheld,
+                         advice: str = "") -> None:
+    """One ConfigError line beginning `where` when a method could not read extra `name`:
+    the protocol withholds it (then `advice`), or the training set has none. Used where a
+    method reads it and where the runs are planned, so both say the same."""
+    if name in withheld:
+        raise ConfigError(f"{where}: the protocol {protocol_id} withholds the label-carrying "
+                          f"extra {name!r} from methods{advice}")
+    if name not in extras:
+        raise ConfigError(f"{where}: the training set has no extra {name!r} (it has: "
+                          f"{', '.join(sorted(extras)) or 'none'})")
 
 
 def load_split(name: str, samples, labels, *, mode: str, size: int, withhold: bool = False,

@@ -17,7 +17,7 @@ from .claims import claimed, removed_if_left_empty
 from .checkpoint import trainable_state
 from .config import as_dict, compose_run, to_method_config
 from .config.settings import added_at_default
-from .context import build_context
+from .context import build_context, check_extra_readable
 from .data.augment import resolve_view
 from .device import (describe, resolve_channels_last, resolve_device, resolve_precision,
                      shared_cpu_threads)
@@ -117,14 +117,14 @@ def prepare(req: RunRequest) -> Prepared:
 def _run(req: RunRequest, out: Path) -> list[Path]:
     plan = prepare(req)
     cells = list(plan.cells())
-    for _, params, view, name, cls, seed in cells:
-        # Every cell's config is checked before the first trains: a setting one protocol
-        # cannot run (soft targets a noise protocol withholds) stops the whole command.
-        resolve_cell(req, plan.ds, plan.mode, params, view, name, cls, plan.preset, seed)
+    # Every cell's config is resolved before the first trains: a setting one protocol
+    # cannot run (soft targets a noise protocol withholds) stops the whole command.
+    resolved = [resolve_cell(req, plan.ds, plan.mode, params, view, name, cls, plan.preset,
+                             seed) for _, params, view, name, cls, seed in cells]
     written = []
-    for i, (_, params, view, name, cls, seed) in enumerate(cells, 1):
+    for i, ((_, params, view, name, cls, seed), r) in enumerate(zip(cells, resolved), 1):
         path = run_one(req, out, plan.ds, plan.mode, params, view, name, cls, plan.preset,
-                       seed, f"[{i}/{len(cells)}]")
+                       seed, f"[{i}/{len(cells)}]", resolved=r)
         if path is not None:  # None: another process is running it
             written.append(path)
     if req.leaderboard:
@@ -158,7 +158,9 @@ def resolve_cell(req, ds, mode, params, view, name, cls, preset, seed) -> Resolv
     resolved["engine"]["channels_last"] = "on" if channels_last else "off"
     method = cls(mcfg)
     for extra, setting_text in method.extras_read().items():
-        _check_extra(pv, extra, setting_text)
+        # What `ctx.train_extra` would refuse once the method builds, found now.
+        check_extra_readable(extra, setting_text, pv.id, pv.train.extras,
+                             pv.train.label_extras if pv.withhold_label_extras else ())
     resolved["method"]["views"] = [list(resolve_view(v)) for v in method.views]
     if pv.record.get("extras"):
         # A user's extra files by content and kind, not by where they lie: part of the data
@@ -170,19 +172,11 @@ def resolve_cell(req, ds, mode, params, view, name, cls, preset, seed) -> Resolv
     return Resolved(cfg, mcfg, device, precision, channels_last, pv, method, resolved, key)
 
 
-def _check_extra(pv, name: str, where: str) -> None:
-    """What `ctx.train_extra` would refuse, found when the run is planned."""
-    if pv.withhold_label_extras and name in pv.train.label_extras:
-        raise ConfigError(f"{where}: the protocol {pv.id} withholds the label-carrying extra "
-                          f"{name!r} from methods")
-    if name not in pv.train.extras:
-        raise ConfigError(f"{where}: the training set has no extra {name!r} (it has: "
-                          f"{', '.join(sorted(pv.train.extras)) or 'none'})")
-
-
-def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag) -> Path | None:
-    """One run: compose its config, skip it if stored, else train, score and store it."""
-    r = resolve_cell(req, ds, mode, params, view, name, cls, preset, seed)
+def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag,
+            resolved: Resolved | None = None) -> Path | None:
+    """One run: compose its config (unless `resolved` already holds it), skip it if stored,
+    else train, score and store it."""
+    r = resolved or resolve_cell(req, ds, mode, params, view, name, cls, preset, seed)
     if r.cfg.engine.threads:
         torch.set_num_threads(int(r.cfg.engine.threads))
         return _run_one(req, out, ds, mode, r, name, cls, seed, preset, tag)
