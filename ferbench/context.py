@@ -96,7 +96,7 @@ class RunContext:
 
     def __init__(self, *, classes, image_size, device, precision, train, val, epochs,
                  batch_size, generator, create_backbone, protocol=None, weights_log=None,
-                 run_key=None, whole_model_weights=False):
+                 run_key=None, whole_model_weights=False, training_labels=None):
         self.classes = tuple(classes)
         self.class_names = self.classes
         self.num_classes = len(self.classes)
@@ -118,6 +118,7 @@ class RunContext:
         # a stored run: a method that loads a ferbench weights file for something other than
         # its own model (an auxiliary embedding) compares it with the key the file carries.
         self.run_key = run_key
+        self.training_labels: TrainingLabels | None = training_labels  # with run_key
         # True when the config's `weights` is a ferbench weights.pt, which the engine loads
         # into the whole model after `build`: a method that reads `weights` itself (a
         # checkpoint of another layout) leaves it alone then.
@@ -278,7 +279,8 @@ def build_context(view, config, *, mode: str, device: torch.device, precision: s
 
     `config` is the method's Config; `mode` the cache's colour mode ("L" or "RGB");
     `whole_model`: a ferbench weights.pt will be loaded into the whole model, so backbones
-    start from random weights here. `run_key`: the stored run's key, for `ctx.run_key`.
+    start from random weights here. `run_key`: the stored run's key, for `ctx.run_key` (and
+    with it `ctx.training_labels`).
     """
     import timm
 
@@ -322,7 +324,10 @@ def build_context(view, config, *, mode: str, device: torch.device, precision: s
                      protocol=ProtocolInfo(view.id, view.family,
                                            None if rate is None else float(rate) / 100),
                      weights_log=weights_info, run_key=run_key,
-                     whole_model_weights=whole_model)
+                     whole_model_weights=whole_model,
+                     training_labels=None if run_key is None else TrainingLabels(
+                         view.train.fingerprint,
+                         view.noise.hash if view.noise is not None else None))
     return ctx, test, weights_info
 
 
@@ -335,6 +340,18 @@ def _cast_outside_autocast(args, kwargs, device_type):
         return v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v
 
     return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
+
+
+@dataclass(frozen=True)
+class TrainingLabels:
+    """Which training images under which labels a stored run trains on, as its result records
+    them: the training split's fingerprint (`dataset.fingerprints.train`) and the noise file's
+    hash (`protocol.noise.hash`, None without noise). Equal in two records, the runs saw the
+    same faces under the same labels; a method that takes a ferbench weights file as an
+    auxiliary model compares them, since a model trained on other labels would leak them."""
+
+    fingerprint: str
+    noise_hash: str | None
 
 
 @dataclass(frozen=True)

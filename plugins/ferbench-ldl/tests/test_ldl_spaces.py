@@ -377,3 +377,30 @@ def test_embed_of_a_stored_run_under_another_noise_file_of_the_same_protocol_is_
     res = ldlva_embedding(tmp_path / "ldl", weights, f"noise_file={files[1]}")
     line = refused_line(res, tmp_path / "ldl")
     assert str(weights) in line and "other noisy labels" in line
+
+
+def test_embed_of_a_stored_run_whose_other_flips_cancel_in_the_class_counts_is_refused(
+        tmp_path):
+    """Both noise files agree on every flip the source's lists and on the label counts per
+    class; this run's also swaps two faces' labels. Only the noise hash tells them apart."""
+    def noise_file(name, labels):
+        (tmp_path / name).mkdir()
+        path = tmp_path / name / "noise.txt"
+        path.write_text("".join(f"{sid} {label}\n" for sid, label in labels.items()))
+        return path
+
+    # Every face as happiness: the noise file the run stores lists each other face's label.
+    probe = tmp_path / "probe"
+    happy = noise_file("all-happy", {f"{i:06d}": "happiness" for i in range(40)})
+    baseline_weights(probe, f"noise_file={happy}")
+    doc = json.loads(next((probe / "synthfer" / "noise").glob("*.json")).read_text())
+    clean = {f"{i:06d}": "happiness" for i in range(40)}
+    clean.update({f["id"].rsplit("/", 1)[-1]: f["clean"] for f in doc["flips"]})
+    first, *rest = sorted(clean)
+    source = {**clean, first: next(c for c in doc["classes"] if c != clean[first])}
+    a, b = next((x, y) for x in rest for y in rest if clean[x] < clean[y])
+    here = {**source, a: clean[b], b: clean[a]}
+    weights = baseline_weights(tmp_path / "source", f"noise_file={noise_file('source', source)}")
+    res = ldlva_embedding(tmp_path / "ldl", weights, f"noise_file={noise_file('here', here)}")
+    line = refused_line(res, tmp_path / "ldl")
+    assert str(weights) in line and "other noisy labels" in line

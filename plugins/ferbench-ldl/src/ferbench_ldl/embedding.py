@@ -42,7 +42,8 @@ def check_source_run(path: Path, source: dict, ctx) -> None:
     names the noise seed and validation share), the same training ids in the same order
     (another `n_train` or data seed draws other faces), and noisy labels that agree with
     every flip of the noise file the run stored (two noise files can share a protocol id).
-    Each check reads what the source run stored beside its weights."""
+    The record's training fingerprint and noise hash decide (`ctx.training_labels`); the
+    arrays and noise file stored beside the weights say what differs."""
     here = ctx.run_key
     if here is None:
         raise DataError(path, "is a ferbench weights file, but this run has no run key to "
@@ -58,8 +59,23 @@ def check_source_run(path: Path, source: dict, ctx) -> None:
         raise DataError(path, f"is a ferbench weights file without its result "
                               f"{path.name.replace('.weights.pt', '.json')} beside it: the "
                               f"labels it was trained on cannot be checked against this run's")
+    mine = ctx.training_labels
+    there = ((record.get("dataset") or {}).get("fingerprints") or {}).get("train")
+    noise = ((record.get("protocol") or {}).get("noise") or {}).get("hash")
+    if mine is not None and (there, noise) == (mine.fingerprint, mine.noise_hash):
+        return  # the same faces under the same labels, exactly
+    # Something differs (or this core tells nothing): say what, from the arrays and noise
+    # file the source run stored; where those agree, the hashes still differ.
     _check_training_images(path, record, ctx)
     _check_training_labels(path, record, ctx)
+    if mine is not None and there != mine.fingerprint:
+        raise DataError(path, f"was trained on other training images (their fingerprint "
+                              f"{there}, this run's {mine.fingerprint}): its features would "
+                              f"carry other labels into the space")
+    if mine is not None:
+        raise DataError(path, f"was trained on other noisy labels than this run's (noise "
+                              f"{noise}, this run's {mine.noise_hash}): its features would "
+                              f"carry them into the space")
 
 
 def _data_text(record: dict) -> str:
