@@ -54,8 +54,9 @@ def _title_chars(fig: Figure) -> int:
 
 
 def _titles(fig: Figure) -> list:
-    return [t for t in [fig._suptitle, *(ax.title for ax in fig.axes)]
-            if t is not None and t.get_visible() and t.get_text()]
+    # A figure's own texts hold its suptitle.
+    return [t for t in [*fig.texts, *(ax.title for ax in fig.axes)]
+            if t.get_visible() and t.get_text()]
 
 
 def _fit_titles(fig: Figure) -> None:
