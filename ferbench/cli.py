@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -382,39 +381,8 @@ def _pairs(pairs, flag: str) -> dict:
         k, sep, v = pair.partition("=")
         if not sep or not k.strip():
             raise ConfigError(f"{flag} {pair!r}: expected KEY=VALUE")
-        out[k.strip()] = _value(v)
+        out[k.strip()] = v.strip()  # text: the grid's vars and slurm settings type it
     return out
-
-
-def _value(text: str):
-    """A --var or --slurm value: a number, a bool, a YAML list or mapping (`setup=[...]`),
-    else the text as given. Integers read as decimal (YAML 1.1 reads 0100 as octal, where
-    `-o` reads 100), and what YAML cannot parse or turns into a date stays text."""
-    import re
-
-    import yaml
-
-    v = text.strip()
-    if re.fullmatch(r"[-+]?\d+", v):
-        return int(v)
-    try:
-        parsed = yaml.load(v, Loader=_no_dates_loader()) if v else ""
-    except yaml.YAMLError:
-        return v
-    return parsed if isinstance(parsed, (str, int, float, bool, list, dict)) else v
-
-
-@functools.cache
-def _no_dates_loader():
-    import yaml
-
-    class NoDates(yaml.SafeLoader):
-        """YAML's safe loader, with dates left as text (config values are never dates)."""
-
-    NoDates.yaml_implicit_resolvers = {
-        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-    return NoDates
 
 
 def _gpus(device: str | None) -> int:

@@ -16,24 +16,27 @@ seeds: [0, 1, 2]
 epochs: 4                                              # any run flag, for every method
 out: results                                           # the results folder
 leaderboard: .                                         # where leaderboard.md goes
-slurm: {partition: gpu, mem_gb: 32}                    # --launcher slurm (sweep.SLURM_KEYS)
+slurm: {partition: gpu, mem_gb: 32}                    # --launcher slurm (slurm.SLURM_KEYS)
 ```
 
 `leaderboard` belongs to the grid's own `out`: a sweep whose results go elsewhere
 (`--out DIR`) writes its leaderboard.md into DIR, so a trial run never overwrites the
 board committed beside the grid. A `--var NAME=VALUE` is text, as `-o KEY=VALUE` is; it
-becomes a number or a boolean only where the file's own value of NAME is one.
+becomes a number, a boolean, a list or a mapping only where the file's own value of NAME
+is one.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError, unknown_name
 from .planning import RunRequest
-from .sweep import check_slurm
+from .yamltext import yaml_value
+from .slurm import check_slurm
 
 # Settings a method entry, or the file for every method, may give (as `ferbench run` flags).
 FLAGS = ("epochs", "batch_size", "image_size", "backbone", "weights", "device", "precision",
@@ -55,7 +58,7 @@ class Grid:
     origins: list = field(default_factory=list)    # "FILE: datasets.x × methods.y" of each
     out: Path = Path("results")
     leaderboard: Path | None = None                # default: the grid file's folder
-    slurm: dict = field(default_factory=dict)      # checked: sweep.check_slurm
+    slurm: dict = field(default_factory=dict)      # checked: slurm.check_slurm
 
 
 class Origin(str):
@@ -110,17 +113,19 @@ def _parse_error(path: Path, e: Exception) -> str:
 
 def _var_value(value, default):
     """A `--var` value: text, as `-o KEY=VALUE` takes it, typed only where the file's own
-    value is a number or a boolean (so `0100` is 100, never YAML's octal 64)."""
+    value is a number, a boolean, a list or a mapping (so `0100` is 100, never YAML's
+    octal 64, and a date stays the text that was typed)."""
     typed = isinstance(default, (bool, int, float))
     if typed and type(value) is type(default) or isinstance(default, float) and \
             isinstance(value, int) and not isinstance(value, bool):
         return value
-    if not typed and not isinstance(value, str):
-        # A caller may hand over what YAML made of the text: lists and mappings omegaconf
-        # holds, dates and the like it cannot, and their text is what the user wrote.
-        ok = value is None or isinstance(value, (bool, int, float, list, dict))
-        return value if ok else str(value)
-    text = str(value).strip()
+    if not isinstance(value, str):  # handed over by a caller rather than typed
+        if typed:
+            value = str(value)
+        else:
+            ok = value is None or isinstance(value, (bool, int, float, list, dict))
+            return value if ok else str(value)
+    text = value.strip()
     if isinstance(default, bool):
         if text.lower() not in ("true", "false"):
             raise ValueError(f"expected true or false, as the file's value {default} is")
@@ -134,6 +139,13 @@ def _var_value(value, default):
             return float(text)
         except ValueError:
             raise ValueError(f"expected a number, as the file's value {default} is") from None
+    if isinstance(default, (list, dict)):
+        kind = "list" if isinstance(default, list) else "mapping"
+        parsed = yaml_value(text)
+        if not isinstance(parsed, type(default)):
+            raise ValueError(f"expected a {kind} such as {json.dumps(default)}, as the file's "
+                             f"value is")
+        return parsed
     return value
 
 

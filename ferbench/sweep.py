@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import statistics
 import sys
 import time
@@ -22,22 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .errors import ConfigError, FerbenchError, unknown_name
+from .errors import ConfigError, FerbenchError
 from .progress import console
+from .slurm import (SLURM_DEATHS, check_sbatch, check_slurm, remember_jobs, slurm_parameters,
+                    still_queued)
 
 # The sweep's own files in the results folder: cell logs, failure records, submitit's folder.
 SWEEP_DIR = "sweep"
 LAUNCHERS = ("local", "slurm")
-# Slurm settings a grid file's `slurm:` section (or `--slurm KEY=VALUE`) may give, as
-# submitit's SlurmExecutor names them, and what each must be; `sbatch` holds any other
-# #SBATCH option.
-SLURM_KEYS = {"partition": ("partition", "text"), "gpus_per_task": ("gpus_per_task", 0),
-              "cpus_per_task": ("cpus_per_task", 1), "mem_gb": ("mem", 1),
-              "time_min": ("time", 1), "array_parallelism": ("array_parallelism", 1),
-              "setup": ("setup", "lines"), "sbatch": ("additional_parameters", "mapping")}
-SLURM_EXAMPLES = {"partition": "gpu", "gpus_per_task": "1", "cpus_per_task": "8",
-                  "mem_gb": "32 (GB)", "time_min": "120 (minutes)", "array_parallelism": "12",
-                  "setup": "[source .venv/bin/activate]", "sbatch": "{account: my-lab}"}
 POLL_S = 0.5
 
 
@@ -292,112 +283,6 @@ def make_executor(launcher: str, out: Path, slurm: dict, cells: int = 1):
     return ex
 
 
-def check_sbatch() -> None:
-    if not shutil.which("sbatch"):
-        raise ConfigError("--launcher slurm: there is no sbatch on this machine (run the sweep "
-                          "on the cluster's login node; --launcher local runs the same cells "
-                          "here)")
-
-
-# SLURM states of a job that will still run, or runs: its cell must not be submitted again.
-SLURM_ALIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED",
-               "RESIZING", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT")
-
-
-def still_queued(cells: list, out: Path, job_state=None) -> dict:
-    """Cells whose SLURM job of an earlier sweep is still queued or running: cell label ->
-    job id. Read from the sweep's record of the jobs it submitted, not from file locks, which
-    do not hold across NFS. `job_state(job_id)` (default: sacct through submitit)."""
-    jobs = _submitted_jobs(out)
-    if not jobs:
-        return {}
-    if job_state is None:
-        import submitit
-
-        def job_state(job_id):
-            return submitit.SlurmJob(folder=out / SWEEP_DIR / "submitit", job_id=job_id).state
-    found = {}
-    for c in cells:
-        job_id = jobs.get(Path(c.spec.log).stem)
-        if job_id and str(job_state(job_id)).split()[0].upper() in SLURM_ALIVE:
-            found[c.spec.label] = job_id
-    return found
-
-
-def _submitted_jobs(out: Path) -> dict:
-    """Cell slug -> SLURM job id of every job earlier sweeps into `out` submitted."""
-    import json
-
-    path = out / SWEEP_DIR / "slurm-jobs.json"
-    try:
-        return json.loads(path.read_text()) if path.exists() else {}
-    except ValueError:
-        return {}
-
-
-def _remember_jobs(out: Path, cells: list, handles: list) -> None:
-    from .results import write_json
-
-    jobs = _submitted_jobs(out)
-    jobs.update({Path(c.spec.log).stem: h.job_id for c, h in zip(cells, handles)})
-    write_json(out / SWEEP_DIR / "slurm-jobs.json", jobs)
-
-
-def check_slurm(settings: dict, where: str = "--slurm ") -> dict:
-    """`settings` checked and typed (text from `--slurm KEY=VALUE` as numbers where they
-    are counts); a problem is one ConfigError line `{where}KEY: problem`."""
-    checked = {}
-    for k, v in settings.items():
-        if k not in SLURM_KEYS:
-            raise ConfigError(f"{where}{k}: {unknown_name('slurm setting', str(k), SLURM_KEYS)}"
-                              f"; any other #SBATCH option goes in sbatch: {{name: value}}")
-        kind = SLURM_KEYS[k][1]
-        value = _slurm_value(v, kind)
-        if value is None:
-            raise ConfigError(f"{where}{k}: {v!r} is not a valid value; expected "
-                              + ("a whole number" + (" >= 1" if kind == 1 else " >= 0")
-                                 + f" such as {SLURM_EXAMPLES[k]}" if isinstance(kind, int)
-                                 else f"such as {SLURM_EXAMPLES[k]}"))
-        checked[k] = value
-    return checked
-
-
-def _slurm_value(v, kind):
-    """`v` as a setting of `kind` (the least whole number, "text", "lines", "mapping"), or
-    None where it is not one."""
-    if isinstance(kind, int):
-        if isinstance(v, str) and v.strip().isdigit():
-            v = int(v)
-        return v if isinstance(v, int) and not isinstance(v, bool) and v >= kind else None
-    if kind == "text":
-        return v.strip() if isinstance(v, str) and v.strip() else None
-    if kind == "lines":
-        v = [v] if isinstance(v, str) else v
-        return v if isinstance(v, list) and all(isinstance(x, str) for x in v) else None
-    if isinstance(v, str):  # `--slurm 'sbatch={account: lab}'`
-        import yaml
-
-        try:
-            v = yaml.safe_load(v)
-        except yaml.YAMLError:
-            return None
-    scalar = (str, int, float, bool)
-    return v if isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, scalar)
-                                            for k, x in v.items()) else None
-
-
-def slurm_parameters(slurm: dict, cells: int = 1) -> dict:
-    """submitit SlurmExecutor parameters for an array of `cells` from the `slurm:` settings.
-    Without `array_parallelism` every cell may run at once: the cluster's scheduler and
-    the user's limits there decide, not `--jobs`, which is about this machine's cores."""
-    params = {"job_name": "ferbench", "time": 24 * 60, "array_parallelism": max(1, cells)}
-    for k, v in check_slurm(slurm).items():
-        if k == "mem_gb":
-            v = f"{v}GB"
-        params[SLURM_KEYS[k][0]] = v
-    return params
-
-
 def launch(cells: list[Cell], *, launcher: str, jobs: int, out: Path, slurm: dict,
            gpus: int = 0, show_progress: bool | None = None) -> Summary:
     """Run the cells without a result; return what became of each."""
@@ -407,7 +292,7 @@ def launch(cells: list[Cell], *, launcher: str, jobs: int, out: Path, slurm: dic
         if c.stored:
             summary.skipped.append((c.spec.label, "stored result"))
     if launcher == "slurm":
-        queued = still_queued(todo, out)
+        queued = still_queued(todo, out / SWEEP_DIR)
         for c in todo:
             if c.spec.label in queued:
                 summary.skipped.append((c.spec.label, f"still queued or running as SLURM job "
@@ -427,7 +312,7 @@ def launch(cells: list[Cell], *, launcher: str, jobs: int, out: Path, slurm: dic
     try:
         if launcher == "slurm":
             handles = executor.map_array(execute_cell, [c.spec for c in todo])
-            _remember_jobs(out, todo, handles)
+            remember_jobs(out / SWEEP_DIR, todo, handles)
             running = {h: (c, 0) for h, c in zip(handles, todo)}
             pending = []
             console.print(f"sweep: {len(todo)} cells submitted as SLURM job array "
@@ -508,16 +393,6 @@ def _record(summary: Summary, cell: Cell, handle) -> str:
     error = outcome.get("error", "?")
     summary.failed.append((label, error, log))
     return f"FAILED: {error} (log: {log})"
-
-
-# What a SLURM job's final state says of a task that left no result.
-SLURM_DEATHS = {"OUT_OF_MEMORY": "worker killed for using more memory than it was given "
-                                 "(SLURM OUT_OF_MEMORY; raise slurm.mem_gb)",
-                "TIMEOUT": "worker stopped at its time limit (SLURM TIMEOUT; raise "
-                           "slurm.time_min; the next sweep resumes it from its checkpoint)",
-                "CANCELLED": "the SLURM job was cancelled",
-                "NODE_FAIL": "the node running the worker failed (SLURM NODE_FAIL)",
-                "PREEMPTED": "the SLURM job was preempted"}
 
 
 def _death(handle, error: Exception) -> str:

@@ -153,3 +153,30 @@ def test_a_bad_slurm_setting_on_the_command_line_is_one_line_even_for_a_local_dr
     assert res.output.strip().splitlines() == [
         "ferbench: error: --slurm time_min: '2h' is not a valid value; expected a whole "
         "number >= 1 such as 120 (minutes)"]
+
+
+def test_a_var_whose_file_value_is_a_list_takes_a_list(tmp_path, cache):
+    grid = _write(tmp_path / "grid.yaml", """
+        vars: {seeds: [0, 1, 2]}
+        datasets: {synthfer: {options: {n_train: 60, n_test: 20}}}
+        methods: [baseline]
+        seeds: ${vars.seeds}
+        epochs: 1
+        """)
+    assert load_grid(grid, {"seeds": "[07, 8]"}).requests[0].seeds == [7, 8]  # decimal
+    with pytest.raises(ConfigError) as e:
+        load_grid(grid, {"seeds": "7"})
+    assert str(e.value) == (f"--var seeds=7: {grid}: vars.seeds: expected a list such as "
+                            f"[0, 1, 2], as the file's value is")
+
+
+def test_slurm_settings_given_on_the_command_line_are_typed_as_the_file_would_type_them(
+        tmp_path):
+    from ferbench.slurm import check_slurm
+
+    typed = check_slurm({"mem_gb": "32", "setup": "[module load cuda, source .venv/bin/activate]",
+                         "sbatch": "{account: lab, qos: 2024-01-05}", "partition": "010"})
+    assert typed == {"mem_gb": 32, "setup": ["module load cuda", "source .venv/bin/activate"],
+                     "sbatch": {"account": "lab", "qos": "2024-01-05"}, "partition": "010"}
+    assert check_slurm({"setup": "source .venv/bin/activate"}) == {
+        "setup": ["source .venv/bin/activate"]}

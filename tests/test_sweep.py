@@ -18,8 +18,9 @@ from click.testing import CliRunner
 from ferbench.cli import cli
 from ferbench.grid import load_grid
 from ferbench.planning import RunRequest
-from ferbench.sweep import (Summary, _Display, _record, launch, plan_sweep,
-                            remaining_estimate, slurm_parameters, still_queued)
+from ferbench.slurm import slurm_parameters, still_queued
+from ferbench.sweep import (SWEEP_DIR, Summary, _Display, _record, launch, plan_sweep,
+                            remaining_estimate)
 
 TINY_OPTIONS = {"n_train": "96", "n_val": "0", "n_test": "48"}
 TINY = ["-o", "n_train=96", "-o", "n_test=48", "--epochs", "2", "--batch-size", "16",
@@ -297,7 +298,7 @@ def test_a_cell_whose_slurm_job_is_still_queued_is_not_submitted_again(tmp_path,
     (out / "sweep" / "slurm-jobs.json").write_text(json.dumps(
         {Path(c.spec.log).stem: f"77_{i}" for i, c in enumerate(cells)}))
     states = {"77_0": "RUNNING", "77_1": "PENDING", "77_2": "CANCELLED by 1000"}
-    queued = still_queued(cells, out, job_state=states.get)
+    queued = still_queued(cells, out / SWEEP_DIR, job_state=states.get)
     assert queued == {cells[0].spec.label: "77_0", cells[1].spec.label: "77_1"}
 
 
