@@ -51,6 +51,8 @@ class Cell:
     method: str
     preset: str
     dataset: str
+    work: float = 1.0              # image-epochs: the planned epochs × training images
+    image_size: int | None = None
     estimate_s: float | None = None
 
 
@@ -135,7 +137,9 @@ def _request_cells(req, out, decode, show_progress, launcher, seen, entry) -> li
                         str(out / SWEEP_DIR / "logs" / f"{slug}.log"),
                         str(out / SWEEP_DIR / "failed" / f"{slug}.json"),
                         os.getpid() if launcher == "local" else None)
-        cells.append(Cell(spec, r.key, stored, name, plan.preset, plan.ds.name))
+        cells.append(Cell(spec, r.key, stored, name, plan.preset, plan.ds.name,
+                          _image_epochs(r.resolved, len(r.view.train)) or 1.0,
+                          r.resolved["method"].get("image_size")))
     return cells
 
 
@@ -145,21 +149,35 @@ def _slug(key) -> str:
 
 
 def _estimate(cells: list[Cell], out: Path) -> None:
-    """Each cell's expected wall time: the median of stored runs of its method, preset and
-    dataset (any protocol or seed); None where there are none."""
+    """Each cell's expected wall time: the median time per image-epoch of stored runs of its
+    method, preset and dataset (any protocol or seed), times the cell's own epochs × training
+    images, so a cell of other epochs or `n_train` is not given another run's time; stored
+    runs at the cell's image size are preferred (a run's cost grows with it). None where
+    there are none."""
     from .results import read_results
 
-    times: dict = {}
+    rates: dict = {}
     if out.is_dir():
         for r in read_results(out):
-            w = r.get("wall_time_s")
-            if isinstance(w, (int, float)):
+            wall, work = r.get("wall_time_s"), _image_epochs(r.get("config"),
+                                                             (r.get("dataset") or {}).get("n_train"))
+            if isinstance(wall, (int, float)) and work:
                 k = ((r.get("key") or {}).get("dataset"), (r.get("key") or {}).get("method"),
                      (r.get("method") or {}).get("preset"))
-                times.setdefault(k, []).append(float(w))
+                size = ((r.get("config") or {}).get("method") or {}).get("image_size")
+                rates.setdefault(k, []).append((size, float(wall) / work))
     for c in cells:
-        found = times.get((c.dataset, c.method, c.preset))
-        c.estimate_s = statistics.median(found) if found else None
+        found = rates.get((c.dataset, c.method, c.preset), [])
+        same = [rate for s, rate in found if s == c.image_size] or [rate for _, rate in found]
+        c.estimate_s = statistics.median(same) * c.work if same else None
+
+
+def _image_epochs(config, n_train) -> float | None:
+    """Epochs × training images of a run's resolved config, or None where either is missing."""
+    epochs = ((config or {}).get("method") or {}).get("epochs")
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+             for v in (epochs, n_train))
+    return float(epochs) * float(n_train) if ok else None
 
 
 def remaining_estimate(cells: list[Cell], jobs: int) -> str:

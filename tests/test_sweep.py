@@ -180,6 +180,22 @@ def test_dry_run_lists_the_cells_and_estimates_from_stored_runs(tmp_path, cache)
     assert "time still needed: about" in res.output
 
 
+def test_a_dry_run_scales_a_stored_runs_time_to_a_cells_epochs_and_training_images(
+        tmp_path, cache):
+    out = tmp_path / "res"
+    stored = CliRunner().invoke(cli, ["run", "--method", "baseline", *TINY, "-o", "n_val=0",
+                                      "--out", str(out), "--no-leaderboard"])
+    assert stored.exit_code == 0, stored.output
+    wall = json.loads(next(out.rglob("seed0.json")).read_text())["wall_time_s"]
+    # Twice the epochs on twice the faces: four times the stored run's time.
+    bigger = RunRequest(methods=["baseline"], seeds=[0], flags={"epochs": 4, "batch_size": 16,
+                                                                "device": "cpu",
+                                                                "precision": "fp32"},
+                        data_options={**TINY_OPTIONS, "n_train": "192"})
+    (cell,) = plan_sweep([bigger], out, force=False, jobs=1, launcher="local", decode=False)
+    assert not cell.stored and cell.estimate_s == pytest.approx(4 * wall)
+
+
 def test_two_local_workers_match_sequential_runs_and_skip_what_is_stored(tmp_path, cache):
     common = ["--method", "baseline", "--protocol", "clean", "--protocol", "noise30",
               "--seeds", "0,1", *TINY, "engine.threads=1"]
