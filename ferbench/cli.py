@@ -369,7 +369,7 @@ def run_cmd(click_ctx, methods, dataset, data_root, layout, label_order, options
         from .sweep import run_sweep
 
         summary = run_sweep([req], out, jobs=jobs or 1, launcher=launcher or "local",
-                            slurm=_pairs(slurm_settings, "--slurm"), dry_run=dry_run,
+                            slurm=_slurm(slurm_settings), dry_run=dry_run,
                             force=force, leaderboard=not no_leaderboard, gpus=_gpus(device))
         return _sweep_status(summary)
     run(req)
@@ -383,6 +383,12 @@ def _pairs(pairs, flag: str) -> dict:
             raise ConfigError(f"{flag} {pair!r}: expected KEY=VALUE")
         out[k.strip()] = v.strip()  # text: the grid's vars and slurm settings type it
     return out
+
+
+def _slurm(pairs) -> dict:
+    from .slurm import settings_from_text
+
+    return settings_from_text(_pairs(pairs, "--slurm"))
 
 
 def _gpus(device: str | None) -> int:
@@ -411,7 +417,7 @@ def _sweep(grid, variables, jobs, launcher, slurm_settings, dry_run, force, no_l
     if device:
         for req in g.requests:
             req.flags["device"] = device
-    slurm = {**g.slurm, **_pairs(slurm_settings, "--slurm")}
+    slurm = {**g.slurm, **_slurm(slurm_settings)}
     summary = run_sweep(g.requests, out or g.out, jobs=jobs or 1,
                         launcher=launcher or "local", slurm=slurm, dry_run=dry_run,
                         force=force, leaderboard=not no_leaderboard,

@@ -22,21 +22,21 @@ slurm: {partition: gpu, mem_gb: 32}                    # --launcher slurm (slurm
 `leaderboard` belongs to the grid's own `out`: a sweep whose results go elsewhere
 (`--out DIR`) writes its leaderboard.md into DIR, so a trial run never overwrites the
 board committed beside the grid. A `--var NAME=VALUE` is text, as `-o KEY=VALUE` is; it
-becomes a number, a boolean, a list or a mapping only where the file's own value of NAME
-is one.
+must be a number or a boolean where the file's own value of NAME is one, is read as YAML
+(a list, a mapping, a number) where that value is null, a list or a mapping, and stays
+text where it is text.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError, unknown_name
 from .planning import RunRequest
-from .yamltext import yaml_value
 from .slurm import check_slurm
+from .yamltext import yaml_value
 
 # Settings a method entry, or the file for every method, may give (as `ferbench run` flags).
 FLAGS = ("epochs", "batch_size", "image_size", "backbone", "weights", "device", "precision",
@@ -112,9 +112,10 @@ def _parse_error(path: Path, e: Exception) -> str:
 
 
 def _var_value(value, default):
-    """A `--var` value: text, as `-o KEY=VALUE` takes it, typed only where the file's own
-    value is a number, a boolean, a list or a mapping (so `0100` is 100, never YAML's
-    octal 64, and a date stays the text that was typed)."""
+    """A `--var` value: text, as `-o KEY=VALUE` takes it. Where the file's own value is a
+    number or a boolean it must be one; where it is null, a list or a mapping, the text is
+    read as YAML (`[0, 1]`, `{k: v}`, a number; whole numbers in decimal, so `0100` is 100,
+    never YAML 1.1's octal 64; dates stay text); where it is text, it stays text."""
     typed = isinstance(default, (bool, int, float))
     if typed and type(value) is type(default) or isinstance(default, float) and \
             isinstance(value, int) and not isinstance(value, bool):
@@ -127,9 +128,9 @@ def _var_value(value, default):
             return value if ok else str(value)
     text = value.strip()
     if isinstance(default, bool):
-        if text.lower() not in ("true", "false"):
+        if text.lower() not in BOOLEAN_WORDS:
             raise ValueError(f"expected true or false, as the file's value {default} is")
-        return text.lower() == "true"
+        return BOOLEAN_WORDS[text.lower()]
     if isinstance(default, int):
         if not re.fullmatch(r"[+-]?[0-9]+", text):
             raise ValueError(f"expected a whole number, as the file's value {default} is")
@@ -139,14 +140,16 @@ def _var_value(value, default):
             return float(text)
         except ValueError:
             raise ValueError(f"expected a number, as the file's value {default} is") from None
-    if isinstance(default, (list, dict)):
-        kind = "list" if isinstance(default, list) else "mapping"
-        parsed = yaml_value(text)
-        if not isinstance(parsed, type(default)):
-            raise ValueError(f"expected a {kind} such as {json.dumps(default)}, as the file's "
-                             f"value is")
-        return parsed
-    return value
+    if isinstance(default, str):
+        return value
+    # A single seed or protocol where the file lists several is that one (`_grid` makes
+    # it a list of one); what YAML cannot read (`${oc.env:SEEDS}`) stays text.
+    parsed = yaml_value(text)
+    return parsed if isinstance(parsed, (bool, int, float, list, dict)) else value
+
+
+BOOLEAN_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True,
+                 "off": False}
 
 
 def _grid(path: Path, data: dict) -> Grid:

@@ -5,6 +5,7 @@ sweep's jobs still hold; and what a job's final state says of a task that left n
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -73,9 +74,24 @@ def remember_jobs(sweep_dir: Path, cells: list, handles: list) -> None:
     write_json(sweep_dir / "slurm-jobs.json", jobs)
 
 
+def settings_from_text(pairs: dict) -> dict:
+    """`--slurm KEY=VALUE` text read as a grid file's YAML reads it for KEY: a mapping
+    (`sbatch={account: my-lab}`) or a list of lines (`setup=[module load cuda, source
+    .venv/bin/activate]`), where it parses as one; anything else stays text for
+    `check_slurm`, which types counts and refuses the rest in one line."""
+    typed = {}
+    for k, v in pairs.items():
+        kind = SLURM_KEYS.get(k, (None, None))[1]
+        parsed = yaml_value(v) if kind in ("lines", "mapping") and isinstance(v, str) else None
+        lines = isinstance(parsed, list) and all(isinstance(x, str) for x in parsed)
+        typed[k] = parsed if (kind == "mapping" and isinstance(parsed, dict)) or \
+            (kind == "lines" and lines) else v
+    return typed
+
+
 def check_slurm(settings: dict, where: str = "--slurm ") -> dict:
-    """`settings` checked and typed (text from `--slurm KEY=VALUE` as numbers where they
-    are counts, as lists and mappings where they are those); a problem is one ConfigError line `{where}KEY: problem`."""
+    """`settings` checked and typed (text as numbers where they are counts, one line as a
+    list of one); a problem is one ConfigError line `{where}KEY: problem`."""
     checked = {}
     for k, v in settings.items():
         if k not in SLURM_KEYS:
@@ -96,17 +112,14 @@ def _slurm_value(v, kind):
     """`v` as a setting of `kind` (the least whole number, "text", "lines", "mapping"), or
     None where it is not one."""
     if isinstance(kind, int):
-        if isinstance(v, str) and v.strip().isdigit():
+        if isinstance(v, str) and re.fullmatch(r"\+?[0-9]+", v.strip()):
             v = int(v)
         return v if isinstance(v, int) and not isinstance(v, bool) and v >= kind else None
     if kind == "text":
         return v.strip() if isinstance(v, str) and v.strip() else None
-    if kind == "lines":  # one line, or `[line, line]` from --slurm
-        if isinstance(v, str):
-            v = yaml_value(v) if v.strip().startswith("[") else [v]
+    if kind == "lines":
+        v = [v] if isinstance(v, str) else v
         return v if isinstance(v, list) and all(isinstance(x, str) for x in v) else None
-    if isinstance(v, str):  # `--slurm 'sbatch={account: lab}'`
-        v = yaml_value(v)
     scalar = (str, int, float, bool)
     return v if isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, scalar)
                                             for k, x in v.items()) else None

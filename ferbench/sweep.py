@@ -51,7 +51,7 @@ class Cell:
     method: str
     preset: str
     dataset: str
-    work: float = 1.0              # image-epochs: the planned epochs × training images
+    work: float | None = None      # image-epochs: the planned epochs × training images
     image_size: int | None = None
     estimate_s: float | None = None
 
@@ -138,7 +138,7 @@ def _request_cells(req, out, decode, show_progress, launcher, seen, entry) -> li
                         str(out / SWEEP_DIR / "failed" / f"{slug}.json"),
                         os.getpid() if launcher == "local" else None)
         cells.append(Cell(spec, r.key, stored, name, plan.preset, plan.ds.name,
-                          _image_epochs(r.resolved, len(r.view.train)) or 1.0,
+                          _image_epochs(r.resolved, len(r.view.train)),
                           r.resolved["method"].get("image_size")))
     return cells
 
@@ -153,14 +153,14 @@ def _estimate(cells: list[Cell], out: Path) -> None:
     method, preset and dataset (any protocol or seed), times the cell's own epochs × training
     images, so a cell of other epochs or `n_train` is not given another run's time; stored
     runs at the cell's image size are preferred (a run's cost grows with it). None where
-    there are none."""
+    there are none, and for a cell that trains no epoch."""
     from .results import read_results
 
     rates: dict = {}
     if out.is_dir():
         for r in read_results(out):
-            wall, work = r.get("wall_time_s"), _image_epochs(r.get("config"),
-                                                             (r.get("dataset") or {}).get("n_train"))
+            n_train = (r.get("dataset") or {}).get("n_train")
+            wall, work = r.get("wall_time_s"), _image_epochs(r.get("config"), n_train)
             if isinstance(wall, (int, float)) and work:
                 k = ((r.get("key") or {}).get("dataset"), (r.get("key") or {}).get("method"),
                      (r.get("method") or {}).get("preset"))
@@ -169,7 +169,7 @@ def _estimate(cells: list[Cell], out: Path) -> None:
     for c in cells:
         found = rates.get((c.dataset, c.method, c.preset), [])
         same = [rate for s, rate in found if s == c.image_size] or [rate for _, rate in found]
-        c.estimate_s = statistics.median(same) * c.work if same else None
+        c.estimate_s = statistics.median(same) * c.work if same and c.work else None
 
 
 def _image_epochs(config, n_train) -> float | None:

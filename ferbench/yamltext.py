@@ -13,7 +13,7 @@ def yaml_value(text: str):
 
     try:
         return yaml.load(text, Loader=_loader())
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: `!!int 0x1`, read as decimal
         return None
 
 
@@ -22,7 +22,7 @@ def _loader():
     import yaml
 
     class Loader(yaml.SafeLoader):
-        """YAML's safe loader without YAML 1.1's octal, sexagesimal and date readings."""
+        """YAML's safe loader with whole numbers in decimal only and dates as text."""
 
     Loader.yaml_implicit_resolvers = {
         first: [(tag, rx) for tag, rx in found

@@ -164,19 +164,52 @@ def test_a_var_whose_file_value_is_a_list_takes_a_list(tmp_path, cache):
         epochs: 1
         """)
     assert load_grid(grid, {"seeds": "[07, 8]"}).requests[0].seeds == [7, 8]  # decimal
-    with pytest.raises(ConfigError) as e:
-        load_grid(grid, {"seeds": "7"})
-    assert str(e.value) == (f"--var seeds=7: {grid}: vars.seeds: expected a list such as "
-                            f"[0, 1, 2], as the file's value is")
+    assert load_grid(grid, {"seeds": "7"}).requests[0].seeds == [7]
+
+
+def test_a_var_whose_file_value_is_null_is_read_as_yaml_and_text_stays_text(tmp_path, cache):
+    grid = _write(tmp_path / "grid.yaml", """
+        vars: {seeds: null, protocols: null, note: none}
+        datasets: {synthfer: {options: {n_train: 60, n_test: 20}}}
+        methods: [baseline]
+        protocols: ${vars.protocols}
+        seeds: ${vars.seeds}
+        out: "results-${vars.note}"
+        """)
+    g = load_grid(grid, {"seeds": "3", "protocols": "[clean, noise30]", "note": "0100"})
+    assert g.requests[0].seeds == [3] and g.requests[0].protocols == ["clean", "noise30"]
+    assert g.out == tmp_path / "results-0100"
+
+
+@pytest.mark.parametrize("word, value", [("yes", True), ("Off", False), ("true", True)])
+def test_a_boolean_var_takes_yamls_words_for_true_and_false(tmp_path, word, value):
+    grid = _write(tmp_path / "grid.yaml", """
+        vars: {flip: false}
+        datasets: {synthfer: {options: {n_train: 60, n_test: 20}}}
+        methods: {baseline: {overrides: {tta_flip: "${vars.flip}"}}}
+        """)
+    assert load_grid(grid, {"flip": word}).requests[0].overrides == [f"tta_flip={value}".lower()]
 
 
 def test_slurm_settings_given_on_the_command_line_are_typed_as_the_file_would_type_them(
         tmp_path):
-    from ferbench.slurm import check_slurm
+    from ferbench.slurm import check_slurm, settings_from_text
 
-    typed = check_slurm({"mem_gb": "32", "setup": "[module load cuda, source .venv/bin/activate]",
-                         "sbatch": "{account: lab, qos: 2024-01-05}", "partition": "010"})
+    typed = check_slurm(settings_from_text({
+        "mem_gb": "+32", "setup": "[module load cuda, source .venv/bin/activate]",
+        "sbatch": "{account: lab, qos: 2024-01-05}", "partition": "010"}))
     assert typed == {"mem_gb": 32, "setup": ["module load cuda", "source .venv/bin/activate"],
                      "sbatch": {"account": "lab", "qos": "2024-01-05"}, "partition": "010"}
-    assert check_slurm({"setup": "source .venv/bin/activate"}) == {
+    assert check_slurm(settings_from_text({"setup": "source .venv/bin/activate"})) == {
         "setup": ["source .venv/bin/activate"]}
+    with pytest.raises(ConfigError, match="sbatch: '{a: !!int 0x1}' is not a valid value"):
+        check_slurm(settings_from_text({"sbatch": "{a: !!int 0x1}"}))
+
+
+def test_a_setup_line_in_the_grid_file_is_one_line_though_it_begins_with_a_bracket(tmp_path):
+    grid = load_grid(_write(tmp_path / "grid.yaml", """
+        datasets: {synthfer: {}}
+        methods: [baseline]
+        slurm: {setup: "[ -f .env ] && source .env"}
+        """))
+    assert grid.slurm == {"setup": ["[ -f .env ] && source .env"]}

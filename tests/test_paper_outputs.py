@@ -148,7 +148,7 @@ def test_no_figure_clips_its_title_even_one_panel_with_a_long_protocol(tmp_path,
     for path, fig in drawn:
         assert outside(fig) == [], path.name
     confusion = next(fig for p, fig in drawn if p.stem.endswith("confusion"))
-    title = confusion._suptitle.get_text()
+    title = confusion.get_suptitle()
     assert title.replace("\n", " ").startswith("ferplus · REALNOISE:WWWW")
     assert " ".join(title.split()).endswith("confusion matrices, % of each true class")
 

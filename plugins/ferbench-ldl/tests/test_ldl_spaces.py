@@ -403,4 +403,4 @@ def test_embed_of_a_stored_run_whose_other_flips_cancel_in_the_class_counts_is_r
     weights = baseline_weights(tmp_path / "source", f"noise_file={noise_file('source', source)}")
     res = ldlva_embedding(tmp_path / "ldl", weights, f"noise_file={noise_file('here', here)}")
     line = refused_line(res, tmp_path / "ldl")
-    assert str(weights) in line and "other noisy labels" in line
+    assert str(weights) in line and "was trained under another noise file" in line

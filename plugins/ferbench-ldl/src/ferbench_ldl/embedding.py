@@ -2,7 +2,7 @@
 
 Three kinds of file: a ferbench `weights.pt` (only one trained on this run's training
 images under the same noisy labels is accepted, since a model trained on other labels
-would leak them: its run key, result record, arrays and noise file say so), any timm
+would leak them: its run key and result record say so), any timm
 checkpoint of `aux_backbone`, or an open_clip image tower (`aux_backbone=clip:MODEL`,
 `open_clip_torch` installed; OpenAI's TorchScript `.pt` or an open_clip state dict).
 """
@@ -68,14 +68,21 @@ def check_source_run(path: Path, source: dict, ctx) -> None:
     # file the source run stored; where those agree, the hashes still differ.
     _check_training_images(path, record, ctx)
     _check_training_labels(path, record, ctx)
-    if mine is not None and there != mine.fingerprint:
+    if mine is None:
+        return
+    if there is None:
+        raise DataError(path, "has a result record without the training fingerprint "
+                              "(dataset.fingerprints.train): the images it was trained on "
+                              "cannot be checked against this run's")
+    if there != mine.fingerprint:
         raise DataError(path, f"was trained on other training images (their fingerprint "
                               f"{there}, this run's {mine.fingerprint}): its features would "
                               f"carry other labels into the space")
-    if mine is not None:
-        raise DataError(path, f"was trained on other noisy labels than this run's (noise "
-                              f"{noise}, this run's {mine.noise_hash}): its features would "
-                              f"carry them into the space")
+    # The flips agree as far as they can be read: the noise files still differ (their
+    # hash covers the whole file, so a copy with other line order or spellings differs too).
+    raise DataError(path, f"was trained under another noise file (noise {noise}, this "
+                          f"run's {mine.noise_hash}): run it again under this run's noise "
+                          f"file so its labels are known to be this run's")
 
 
 def _data_text(record: dict) -> str:
