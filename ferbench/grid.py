@@ -145,6 +145,9 @@ def _var_value(value, default):
     # A single seed or protocol where the file lists several is that one (`_grid` makes
     # it a list of one); what YAML cannot read (`${oc.env:SEEDS}`) stays text.
     parsed = yaml_value(text)
+    if parsed is None and text[:1] in ("[", "{"):
+        raise ValueError(f"{text!r} does not parse as a YAML "
+                         f"{'list' if text[0] == '[' else 'mapping'}")
     return parsed if isinstance(parsed, (bool, int, float, list, dict)) else value
 
 

@@ -538,7 +538,8 @@ def run_sweep(requests, out, *, jobs: int = 1, launcher: str = "local", slurm: d
     todo = sum(not c.stored for c in cells)
     n = workers(cells, jobs)
     where = (f"{n} local worker{'s' if n > 1 else ''}, "
-             f"{max(1, cores() // n)} threads each" if launcher == "local"
+             f"{max(1, cores() // n)} thread{'s' if cores() // n > 1 else ''} each"
+             if launcher == "local"
              else "a SLURM job array")
     console.print(f"sweep: {len(cells)} cells, {len(cells) - todo} stored, {todo} to run on "
                   f"{where}; time still needed: {remaining_estimate(cells, jobs)}",

@@ -165,6 +165,10 @@ def test_a_var_whose_file_value_is_a_list_takes_a_list(tmp_path, cache):
         """)
     assert load_grid(grid, {"seeds": "[07, 8]"}).requests[0].seeds == [7, 8]  # decimal
     assert load_grid(grid, {"seeds": "7"}).requests[0].seeds == [7]
+    with pytest.raises(ConfigError) as e:
+        load_grid(grid, {"seeds": "[0, 1"})
+    assert str(e.value) == (f"--var seeds=[0, 1: {grid}: vars.seeds: '[0, 1' does not parse "
+                            f"as a YAML list")
 
 
 def test_a_var_whose_file_value_is_null_is_read_as_yaml_and_text_stays_text(tmp_path, cache):

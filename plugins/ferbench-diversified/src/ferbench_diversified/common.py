@@ -32,8 +32,9 @@ class DiversifiedConfig(MethodConfig):
     # Reload the best ensemble on validation at the end of each phase (the code's); where
     # there is no validation split, the last epoch stands.
     keep_best: bool = True
-    # sgd (code) | adamw; step (code: StepLR, per epoch) | onecycle (per step) | none
+    # sgd (the code's) | adamw
     optimizer: str = setting("sgd", choices=("sgd", "adamw"))
+    # step (the code's: StepLR, per epoch) | onecycle (per step) | none
     scheduler: str = setting("step", choices=("step", "onecycle", "none"))
     lr_step_epochs: int = setting(10, low=1)
     lr_gamma: float = setting(0.5, low=0.0, high=1.0)
