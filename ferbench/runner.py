@@ -122,9 +122,9 @@ def _run(req: RunRequest, out: Path) -> list[Path]:
     resolved = [resolve_cell(req, plan.ds, plan.mode, params, view, name, cls, plan.preset,
                              seed) for _, params, view, name, cls, seed in cells]
     written = []
-    for i, ((_, params, view, name, cls, seed), r) in enumerate(zip(cells, resolved), 1):
-        path = run_one(req, out, plan.ds, plan.mode, params, view, name, cls, plan.preset,
-                       seed, f"[{i}/{len(cells)}]", resolved=r)
+    for i, ((_, _, _, name, cls, seed), r) in enumerate(zip(cells, resolved), 1):
+        path = run_one(req, out, plan.ds, plan.mode, r, name, cls, plan.preset, seed,
+                       f"[{i}/{len(cells)}]")
         if path is not None:  # None: another process is running it
             written.append(path)
     if req.leaderboard:
@@ -172,11 +172,8 @@ def resolve_cell(req, ds, mode, params, view, name, cls, preset, seed) -> Resolv
     return Resolved(cfg, mcfg, device, precision, channels_last, pv, method, resolved, key)
 
 
-def run_one(req, out, ds, mode, params, view, name, cls, preset, seed, tag,
-            resolved: Resolved | None = None) -> Path | None:
-    """One run: compose its config (unless `resolved` already holds it), skip it if stored,
-    else train, score and store it."""
-    r = resolved or resolve_cell(req, ds, mode, params, view, name, cls, preset, seed)
+def run_one(req, out, ds, mode, r: Resolved, name, cls, preset, seed, tag) -> Path | None:
+    """One run of a resolved cell: skip it if stored, else train, score and store it."""
     if r.cfg.engine.threads:
         torch.set_num_threads(int(r.cfg.engine.threads))
         return _run_one(req, out, ds, mode, r, name, cls, seed, preset, tag)
